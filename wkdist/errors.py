@@ -1,0 +1,55 @@
+"""Every error wkdist raises on purpose.
+
+Each class also inherits the built-in exception a caller would catch for the same problem, so
+``except ValueError`` keeps working while ``except WkdistError`` catches everything of ours.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "WkdistError",
+    "SettingsError",
+    "StructureError",
+    "ConfigError",
+    "DataError",
+    "StoreError",
+    "MissingTilesError",
+    "NotPositiveDefiniteError",
+]
+
+
+class WkdistError(Exception):
+    """Base class of every error wkdist raises deliberately."""
+
+
+class SettingsError(WkdistError, ValueError):
+    """A kernel setting is out of its domain."""
+
+
+class StructureError(WkdistError, ValueError):
+    """An input structure cannot be used (empty, non-finite, overlapping atoms)."""
+
+
+class ConfigError(WkdistError, ValueError):
+    """A configuration file has an unknown key, a wrong type or an impossible value."""
+
+
+class DataError(WkdistError, ValueError):
+    """Input data (files, targets, splits) cannot be used."""
+
+
+class StoreError(WkdistError, ValueError):
+    """A zarr store is unusable, or belongs to other settings or data."""
+
+
+class MissingTilesError(StoreError, KeyError):
+    """Kernel tiles a step needs are not in the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NotPositiveDefiniteError(WkdistError, np.linalg.LinAlgError):
+    """The regularized kernel matrix is not positive definite."""

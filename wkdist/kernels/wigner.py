@@ -1,0 +1,275 @@
+# Index names: a, b structures of the two sets; i, i' centre atoms; j, j' neighbours; l, lam
+# angular orders; m, mu components at 0..2l; t = 0 / 1 for sigma = +1 / -1; nu body order;
+# p the position of an atom pair inside a batch (innermost in every array, so loops over a
+# batch vectorize). A structure pair (a, b) is one unit of work: its atom pairs are streamed
+# through batches in a fixed order, so every value is independent of threads and schedule.
+#
+# Packed structures (see wkdist.structures): centres of structure a are
+# frame_ptr[a]:frame_ptr[a + 1]; neighbours of centre i with species s are
+# nb_ptr[i, s]:nb_ptr[i, s + 1]; per neighbour: r, sigma^2, w and the real harmonics Y.
+"""Wigner-kernel executor: nu = 1 closed form, iterations, structure sums (numba)."""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from .plans import INVARIANT, CouplingTable, Schedule
+from .radial import radial_factors
+
+__all__ = ["PackedArrays", "pair_kernels"]
+
+BATCH = 16
+
+
+@numba.njit(cache=True, inline="always")
+def _axpy(w, dst, src, coef):
+    for p in range(w.shape[1]):
+        w[dst, p] += coef * w[src, p]
+
+
+@numba.njit(cache=True, inline="always")
+def _mul(w, dst, a, b):
+    for p in range(w.shape[1]):
+        w[dst, p] += w[a, p] * w[b, p]
+
+
+@numba.njit(cache=True, inline="always")
+def _zero(w, start, stop):
+    for s in range(start, stop):
+        for p in range(w.shape[1]):
+            w[s, p] = 0.0
+
+
+@numba.njit(cache=True)
+def _fill_nu1(
+    w, p, lmax, n_sq, offsets, norm_l, radial,
+    i, ptr_a, r_a, s_a, w_a, y_a,
+    k, ptr_b, r_b, s_b, w_b, y_b,
+    tmp,
+):
+    """Level 0, blocks (l, +1), column p: the closed form of SPEC section 2 for centres i, k."""
+    for s in range(n_sq):
+        w[s, p] = 0.0
+    n_species = ptr_a.shape[1] - 1
+    for sp in range(n_species):
+        for j in range(ptr_a[i, sp], ptr_a[i, sp + 1]):
+            if ptr_b[k, sp] == ptr_b[k, sp + 1]:
+                break
+            for q in range(tmp.shape[0]):
+                tmp[q] = 0.0
+            for jp in range(ptr_b[k, sp], ptr_b[k, sp + 1]):
+                if not radial_factors(r_a[j], s_a[j], w_a[j], r_b[jp], s_b[jp], w_b[jp], lmax, radial):
+                    continue
+                for l in range(lmax + 1):
+                    f = radial[l]
+                    for q in range(l * l, (l + 1) * (l + 1)):
+                        tmp[q] += f * y_b[jp, q]
+            for l in range(lmax + 1):
+                d = 2 * l + 1
+                base = offsets[l]
+                for m in range(d):
+                    ya = y_a[j, l * l + m] * norm_l[l]
+                    for mp in range(d):
+                        w[base + m * d + mp, p] += ya * tmp[l * l + mp]
+
+
+@numba.njit(cache=True)
+def _iterate(w, src, dst, targets, present, lmax, n_sq, offsets, scratch, tab_triples, cg_ptr,
+             cg_index, cg_value, col_ptr, col_index):
+    level = 2 * n_sq
+    src0 = src * level
+    dst0 = dst * level
+    b1 = scratch
+    a2 = scratch + (2 * lmax + 1) ** 3
+    for lam in range(lmax + 1):
+        for t in range(2):
+            if targets[lam, t]:
+                start = dst0 + t * n_sq + offsets[lam]
+                _zero(w, start, start + (2 * lam + 1) ** 2)
+    for k in range(tab_triples.shape[0]):
+        l1 = tab_triples[k, 0]
+        l2 = tab_triples[k, 1]
+        lam = tab_triples[k, 2]
+        parity = (l1 + l2 + lam) % 2
+        use0 = present[src, l1, 0] and targets[lam, parity]
+        use1 = present[src, l1, 1] and targets[lam, 1 - parity]
+        if not (use0 or use1):
+            continue
+        d1 = 2 * l1 + 1
+        d2 = 2 * l2 + 1
+        dl = 2 * lam + 1
+        # B1[m2, m1', mu'] = sum_m2' k^{1, l2}[m2, m2'] C[m1', m2', mu']
+        _zero(w, b1, b1 + d2 * d1 * dl)
+        k1 = offsets[l2]  # level 0, t = 0
+        for z in range(cg_ptr[k], cg_ptr[k + 1]):
+            m1p = cg_index[z, 0]
+            m2p = cg_index[z, 1]
+            mup = cg_index[z, 2]
+            c = cg_value[z]
+            for m2 in range(d2):
+                _axpy(w, b1 + (m2 * d1 + m1p) * dl + mup, k1 + m2 * d2 + m2p, c)
+        for t1 in range(2):
+            if (t1 == 0 and not use0) or (t1 == 1 and not use1):
+                continue
+            ka = src0 + t1 * n_sq + offsets[l1]
+            # A2[m1, m2, mu'] = sum_m1' k^{nu, l1, t1}[m1, m1'] B1[m2, m1', mu']
+            _zero(w, a2, a2 + d1 * d2 * dl)
+            for m1 in range(d1):
+                for m2 in range(d2):
+                    for z in range(col_ptr[k], col_ptr[k + 1]):
+                        m1p = col_index[z, 0]
+                        mup = col_index[z, 1]
+                        _mul(w, a2 + (m1 * d2 + m2) * dl + mup, ka + m1 * d1 + m1p,
+                             b1 + (m2 * d1 + m1p) * dl + mup)
+            # out[mu, mu'] += sum_{m1 m2} C[m1, m2, mu] A2[m1, m2, mu']
+            out = dst0 + (t1 ^ parity) * n_sq + offsets[lam]
+            for z in range(cg_ptr[k], cg_ptr[k + 1]):
+                m1 = cg_index[z, 0]
+                m2 = cg_index[z, 1]
+                mu = cg_index[z, 2]
+                c = cg_value[z]
+                for mup in range(dl):
+                    _axpy(w, out + mu * dl + mup, a2 + (m1 * d2 + m2) * dl + mup, c)
+
+
+@numba.njit(cache=True)
+def _invariant(w, level_a, level_b, out, present, lmax, n_sq, offsets):
+    level = 2 * n_sq
+    for p in range(w.shape[1]):
+        w[out, p] = 0.0
+    for l in range(lmax + 1):
+        d = 2 * l + 1
+        for t in range(2):
+            if not (present[level_a, l, t] and present[level_b, l, t]):
+                continue
+            a0 = level_a * level + t * n_sq + offsets[l]
+            b0 = level_b * level + t * n_sq + offsets[l]
+            for p in range(w.shape[1]):
+                acc = 0.0
+                for q in range(d * d):
+                    acc += w[a0 + q, p] * w[b0 + q, p]
+                w[out, p] += acc / d
+
+
+@numba.njit(cache=True)
+def _run_schedule(w, steps, targets, present, lmax, n_sq, offsets, scratch, tab_triples, cg_ptr,
+                  cg_index, cg_value, col_ptr, col_index):
+    for s in range(steps.shape[0]):
+        if steps[s, 0] == INVARIANT:
+            _invariant(w, steps[s, 1], steps[s, 2], steps[s, 3], present, lmax, n_sq, offsets)
+        else:
+            _iterate(w, steps[s, 1], steps[s, 3], targets[s], present, lmax, n_sq, offsets,
+                     scratch, tab_triples, cg_ptr, cg_index, cg_value, col_ptr, col_index)
+
+
+@numba.njit(cache=True)
+def _flush(w, filled, owner, outputs, result, steps, targets, present, lmax, n_sq, offsets,
+           scratch, tab_triples, cg_ptr, cg_index, cg_value, col_ptr, col_index):
+    """Run the schedule on the batch and add its first ``filled`` columns to their pairs."""
+    _run_schedule(w, steps, targets, present, lmax, n_sq, offsets, scratch, tab_triples, cg_ptr,
+                  cg_index, cg_value, col_ptr, col_index)
+    for p in range(filled):
+        for o in range(outputs.shape[0]):
+            result[owner[p], o] += w[outputs[o], p]
+
+
+@numba.njit(cache=True, parallel=True)
+def _pair_kernels(
+    pair_a, pair_b, row_ptr,
+    frame_a, species_a, ptr_a, r_a, s_a, w_a, y_a,
+    frame_b, species_b, ptr_b, r_b, s_b, w_b, y_b,
+    lmax, norm_l, n_slots, one, scratch, steps, targets, present, outputs,
+    tab_triples, cg_ptr, cg_index, cg_value, col_ptr, col_index, result,
+):
+    offsets = np.empty(lmax + 1, dtype=np.int64)
+    n_sq = 0
+    for l in range(lmax + 1):
+        offsets[l] = n_sq
+        n_sq += (2 * l + 1) ** 2
+    n_out = outputs.shape[0]
+    for row in numba.prange(row_ptr.shape[0] - 1):
+        w = np.zeros((n_slots, BATCH))
+        w[one, :] = 1.0
+        tmp = np.empty((lmax + 1) ** 2)
+        radial = np.empty(lmax + 1)
+        owner = np.empty(BATCH, dtype=np.int64)  # structure pair of each batch column
+        filled = 0
+        for q in range(row_ptr[row], row_ptr[row + 1]):
+            a = pair_a[q]
+            b = pair_b[q]
+            for o in range(n_out):
+                result[q, o] = 0.0
+            for i in range(frame_a[a], frame_a[a + 1]):
+                for k in range(frame_b[b], frame_b[b + 1]):
+                    if species_a[i] != species_b[k]:
+                        continue
+                    _fill_nu1(w, filled, lmax, n_sq, offsets, norm_l, radial,
+                              i, ptr_a, r_a, s_a, w_a, y_a, k, ptr_b, r_b, s_b, w_b, y_b, tmp)
+                    owner[filled] = q
+                    filled += 1
+                    if filled == BATCH:
+                        _flush(w, filled, owner, outputs, result, steps, targets, present, lmax,
+                               n_sq, offsets, scratch, tab_triples, cg_ptr, cg_index, cg_value,
+                               col_ptr, col_index)
+                        filled = 0
+        if filled > 0:
+            _flush(w, filled, owner, outputs, result, steps, targets, present, lmax, n_sq,
+                   offsets, scratch, tab_triples, cg_ptr, cg_index, cg_value, col_ptr, col_index)
+
+
+class PackedArrays:
+    """The plain arrays the executor reads for one set of structures (see module comment)."""
+
+    __slots__ = ("frame_ptr", "species", "nb_ptr", "r", "sigma2", "weight", "harmonics")
+
+    def __init__(self, frame_ptr, species, nb_ptr, r, sigma2, weight, harmonics):
+        self.frame_ptr = frame_ptr
+        self.species = species
+        self.nb_ptr = nb_ptr
+        self.r = r
+        self.sigma2 = sigma2
+        self.weight = weight
+        self.harmonics = harmonics
+
+    @property
+    def n_structures(self) -> int:
+        return len(self.frame_ptr) - 1
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.frame_ptr, self.species, self.nb_ptr, self.r, self.sigma2, self.weight,
+                self.harmonics)
+
+
+def pair_kernels(
+    packed_a: PackedArrays,
+    packed_b: PackedArrays,
+    pair_a: np.ndarray,
+    pair_b: np.ndarray,
+    row_ptr: np.ndarray,
+    *,
+    schedule: Schedule,
+    table: CouplingTable,
+    paper_normalization: bool,
+) -> np.ndarray:
+    """Sum over atom pairs of the schedule's outputs for each listed structure pair.
+
+    Returns (len(pair_a), len(schedule.outputs)). Structure pairs row_ptr[r]:row_ptr[r + 1]
+    form one parallel work item. Inputs are assumed valid (wkdist.engine checks them).
+    """
+    lmax = schedule.lambda_max
+    norm_l = np.ones(lmax + 1)
+    if paper_normalization:
+        norm_l = 8.0 * math.pi**2 / (2.0 * np.arange(lmax + 1) + 1.0)
+    result = np.empty((len(pair_a), len(schedule.outputs)))
+    _pair_kernels(
+        pair_a, pair_b, row_ptr,
+        *packed_a.arrays(), *packed_b.arrays(),
+        lmax, norm_l, schedule.n_slots, schedule.one, schedule.scratch,
+        schedule.steps, schedule.targets, schedule.present, schedule.outputs,
+        table.triples, table.cg_ptr, table.cg_index, table.cg_value, table.col_ptr,
+        table.col_index, result,
+    )
+    return result

@@ -1,0 +1,83 @@
+"""Kernel hyperparameters: one frozen, validated dataclass (SPEC sections 1-5)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .errors import SettingsError
+
+__all__ = ["KernelSettings"]
+
+_CHOICES = {
+    "radial_weight": ("exp", "none"),
+    "normalization": ("paper", "exact"),
+    "scheme": ("reduced", "full"),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelSettings:
+    """Settings of the Wigner kernel.
+
+    Defaults are the authors' released QM9 configuration (SPEC section 5). ``radial_weight``
+    defaults to ``"exp"`` (paper Eq. E2): on QM9 U0 it gave 90 meV against 108 meV for
+    ``"none"`` (SPEC section 1).
+    """
+
+    cutoff: float = 5.0
+    nu_max: int = 4
+    lambda_max: int = 3
+    gaussian_width: float = 0.03
+    decay_length: float = 1.0
+    radial_weight: str = "exp"
+    cutoff_smoothing: float = 0.5
+    normalization: str = "paper"
+    scheme: str = "reduced"
+
+    def __post_init__(self) -> None:
+        for name in ("cutoff", "gaussian_width", "decay_length", "cutoff_smoothing"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SettingsError(f"{name}: expected a number, got {value!r}")
+            if not math.isfinite(value):
+                raise SettingsError(f"{name}: expected a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        for name in ("nu_max", "lambda_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SettingsError(f"{name}: expected an integer, got {value!r}")
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise SettingsError(
+                    f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}"
+                )
+        if self.cutoff <= 0:
+            raise SettingsError(f"cutoff: expected a positive length in Å, got {self.cutoff!r}")
+        if self.gaussian_width <= 0:
+            raise SettingsError(
+                f"gaussian_width: expected a positive width in Å, got {self.gaussian_width!r}"
+            )
+        if self.decay_length <= 0:
+            raise SettingsError(
+                f"decay_length: expected a positive length in Å, got {self.decay_length!r}"
+            )
+        if not 0 <= self.cutoff_smoothing <= self.cutoff:
+            raise SettingsError(
+                "cutoff_smoothing: expected a width between 0 and the cutoff "
+                f"({self.cutoff!r} Å), got {self.cutoff_smoothing!r}"
+            )
+        if self.nu_max < 1:
+            raise SettingsError(f"nu_max: expected an integer >= 1, got {self.nu_max!r}")
+        if self.lambda_max < 0:
+            raise SettingsError(f"lambda_max: expected an integer >= 0, got {self.lambda_max!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary of every field (JSON and TOML friendly)."""
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
