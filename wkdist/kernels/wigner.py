@@ -21,7 +21,7 @@ from .radial import radial_factors
 
 __all__ = ["PackedArrays", "pair_kernels"]
 
-BATCH = 16
+BATCH = 64
 
 
 @numba.njit(cache=True, inline="always")
@@ -48,20 +48,25 @@ def _fill_nu1(
     w, p, lmax, n_sq, offsets, norm_l, radial,
     i, ptr_a, r_a, s_a, w_a, y_a,
     k, ptr_b, r_b, s_b, w_b, y_b,
-    tmp,
+    tmp, k1,
 ):
-    """Level 0, blocks (l, +1), column p: the closed form of SPEC section 2 for centres i, k."""
-    for s in range(n_sq):
-        w[s, p] = 0.0
+    """Level 0, blocks (l, +1), column p: the closed form of SPEC section 2 for centres i, k.
+
+    Accumulates in the contiguous buffer k1 and copies once: the column p of W is strided.
+    """
+    for q in range(n_sq):
+        k1[q] = 0.0
     n_species = ptr_a.shape[1] - 1
     for sp in range(n_species):
+        if ptr_b[k, sp] == ptr_b[k, sp + 1]:
+            continue
         for j in range(ptr_a[i, sp], ptr_a[i, sp + 1]):
-            if ptr_b[k, sp] == ptr_b[k, sp + 1]:
-                break
             for q in range(tmp.shape[0]):
                 tmp[q] = 0.0
+            inv_r = 1.0 / r_a[j]
             for jp in range(ptr_b[k, sp], ptr_b[k, sp + 1]):
-                if not radial_factors(r_a[j], s_a[j], w_a[j], r_b[jp], s_b[jp], w_b[jp], lmax, radial):
+                if not radial_factors(r_a[j], inv_r, s_a[j], w_a[j],
+                                      r_b[jp], 1.0 / r_b[jp], s_b[jp], w_b[jp], lmax, radial):
                     continue
                 for l in range(lmax + 1):
                     f = radial[l]
@@ -73,7 +78,9 @@ def _fill_nu1(
                 for m in range(d):
                     ya = y_a[j, l * l + m] * norm_l[l]
                     for mp in range(d):
-                        w[base + m * d + mp, p] += ya * tmp[l * l + mp]
+                        k1[base + m * d + mp] += ya * tmp[l * l + mp]
+    for q in range(n_sq):
+        w[q, p] = k1[q]
 
 
 @numba.njit(cache=True)
@@ -194,6 +201,7 @@ def _pair_kernels(
         w = np.zeros((n_slots, BATCH))
         w[one, :] = 1.0
         tmp = np.empty((lmax + 1) ** 2)
+        k1 = np.empty(n_sq)
         radial = np.empty(lmax + 1)
         owner = np.empty(BATCH, dtype=np.int64)  # structure pair of each batch column
         filled = 0
@@ -207,7 +215,7 @@ def _pair_kernels(
                     if species_a[i] != species_b[k]:
                         continue
                     _fill_nu1(w, filled, lmax, n_sq, offsets, norm_l, radial,
-                              i, ptr_a, r_a, s_a, w_a, y_a, k, ptr_b, r_b, s_b, w_b, y_b, tmp)
+                              i, ptr_a, r_a, s_a, w_a, y_a, k, ptr_b, r_b, s_b, w_b, y_b, tmp, k1)
                     owner[filled] = q
                     filled += 1
                     if filled == BATCH:
