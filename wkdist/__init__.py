@@ -1,6 +1,12 @@
-"""wkdist: Wigner kernels and kernel ridge regression at data-set scale."""
+"""wkdist: Wigner kernels and kernel ridge regression at data-set scale.
 
-from .engine import equivariant_structure_kernels, structure_kernels
+The engine is imported lazily so that ``import wkdist.kernels`` (numba on plain arrays) pulls
+in neither ase nor dask nor zarr.
+"""
+
+from importlib import import_module
+from typing import Any
+
 from .errors import (
     ConfigError,
     DataError,
@@ -14,6 +20,11 @@ from .errors import (
 from .settings import KernelSettings
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "structure_kernels": "wkdist.engine",
+    "equivariant_structure_kernels": "wkdist.engine",
+}
 
 __all__ = [
     "KernelSettings",
@@ -29,3 +40,9 @@ __all__ = [
     "NotPositiveDefiniteError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'wkdist' has no attribute {name!r}")

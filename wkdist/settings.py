@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -39,15 +40,16 @@ class KernelSettings:
     def __post_init__(self) -> None:
         for name in ("cutoff", "gaussian_width", "decay_length", "cutoff_smoothing"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise SettingsError(f"{name}: expected a number, got {value!r}")
             if not math.isfinite(value):
                 raise SettingsError(f"{name}: expected a finite number, got {value!r}")
             object.__setattr__(self, name, float(value))
         for name in ("nu_max", "lambda_max"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise SettingsError(f"{name}: expected an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
         for name, choices in _CHOICES.items():
             value = getattr(self, name)
             if value not in choices:
