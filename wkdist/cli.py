@@ -1,0 +1,148 @@
+"""The ``wkdist`` command line: a registry of subcommands sharing one error policy.
+
+Every deliberate error (WkdistError), a malformed TOML file or an unusable path ends as one line
+``wkdist: error: ...`` on stderr and exit status 2, never a traceback. Subcommands are added with
+:func:`command` (the lead adds plan/fit/run/predict/tune the same way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .errors import WkdistError
+
+__all__ = ["main", "command", "COMMANDS"]
+
+
+@dataclass(frozen=True)
+class _Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, _Command] = {}
+
+
+def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
+    """Decorator registering ``run(args) -> exit status`` as subcommand ``name``."""
+
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = _Command(help, add_arguments, run)
+        return run
+
+    return register
+
+
+def _say(*lines: str) -> None:
+    for line in lines:
+        print(line, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- wkdist kernels
+
+
+def _kernels_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="configuration file (TOML)")
+    parser.add_argument("--verify", action="store_true",
+                        help="check every finished tile's checksum first; recompute damaged ones")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="seconds between progress lines when stderr is not a terminal")
+
+
+@command("kernels", "compute the train x train and test x train kernels into the store",
+         _kernels_arguments)
+def _kernels(args: argparse.Namespace) -> int:
+    from .cluster import open_cluster
+    from .compute import compute_kernels
+    from .config import load_config
+    from .dataset import load_dataset
+
+    config = load_config(args.config)
+    dataset = load_dataset(config.data)  # before starting workers: bad data fails fast
+    _say(f"data: {dataset.n_train} train, {dataset.n_test} test structures; "
+         f"store {config.store.path}")
+    with open_cluster(config.compute) as cluster:
+        _say(f"dashboard: {cluster.dashboard or 'not available'}")
+        summary = compute_kernels(
+            config, client=cluster.client, numba_threads=cluster.numba_threads,
+            verify=args.verify, progress=not args.quiet, progress_interval=args.progress_interval,
+            dataset=dataset,
+        )
+    _say(*summary.lines())
+    return 0
+
+
+# --------------------------------------------------------------------------- wkdist status
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("store", help="kernel store directory")
+    parser.add_argument("--verify", action="store_true",
+                        help="check every done tile's checksums; damaged tiles are reported and "
+                             "unmarked so the next run recomputes them")
+
+
+@command("status", "tiles done per array; --verify checks them", _status_arguments)
+def _status(args: argparse.Namespace) -> int:
+    from .store import open_store, progress_counts, verify_tiles
+
+    store = open_store(args.store, mode="r+" if args.verify else "r")
+    meta = store.meta
+    print(f"store {store.path}: n_train {store.n_train}, n_test {store.n_test}, "
+          f"tile_size {store.tile_size}, nu_max {meta['settings']['nu_max']}, "
+          f"wkdist {meta['version']}")
+    damaged = verify_tiles(store, repair=True) if args.verify else []
+    complete = True
+    for name, (done, total) in progress_counts(store).items():
+        complete &= done == total
+        print(f"{name}: {done}/{total} tiles done")
+    if args.verify:
+        if damaged:
+            print(f"damaged: {len(damaged)} tiles ({', '.join(map(str, damaged[:20]))}"
+                  f"{', ...' if len(damaged) > 20 else ''}); unmarked, the next "
+                  "`wkdist kernels` recomputes them")
+            return 1
+        print("verify: every done tile is intact")
+    print("complete" if complete else "incomplete: `wkdist kernels CONFIG.toml` computes the rest")
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wkdist", description="Wigner kernels at scale")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, spec in COMMANDS.items():
+        spec.add_arguments(sub.add_parser(name, help=spec.help, description=spec.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``wkdist`` with ``argv`` (default sys.argv[1:]); returns the exit status."""
+    args = _parser().parse_args(argv)
+    if not logging.getLogger("wkdist").handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("wkdist: %(levelname)s: %(message)s"))
+        logging.getLogger("wkdist").addHandler(handler)
+    try:
+        return COMMANDS[args.command].run(args)
+    except (WkdistError, tomllib.TOMLDecodeError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    except OSError as error:
+        message = f"{error.filename or ''}: {error.strerror or error}".lstrip(": ")
+    except KeyboardInterrupt:
+        message = "interrupted; finished tiles are kept, rerun to resume"
+    print(f"wkdist: error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

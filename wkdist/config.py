@@ -1,0 +1,351 @@
+"""TOML configuration of ``wkdist kernels`` (and later plan/fit/run/tune), validated table by table.
+
+Every section is described by a :class:`Section`: a table of :class:`Field` checkers plus a
+builder that turns the checked values into a frozen dataclass. New sections (``[fit]``,
+``[tune]``) are added with :func:`register_section`; :func:`load_config` then validates them too.
+Every problem is a :class:`~wkdist.errors.ConfigError` whose one-line message names the key, what
+was expected and what was given, e.g.
+``[compute] tile_size: expected a positive integer, got 'x'``.
+
+Relative file paths are resolved against the directory of the configuration file, so a config
+means the same thing whatever directory the command is started from.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, SettingsError
+from .settings import KernelSettings
+
+__all__ = [
+    "DEFAULT_TILE_SIZE",
+    "Field",
+    "Section",
+    "DataConfig",
+    "ComputeConfig",
+    "StoreConfig",
+    "Config",
+    "SECTIONS",
+    "register_section",
+    "load_config",
+    "parse_config",
+]
+
+# Structures per tile side. 256 keeps a tile task at tens of seconds on QM9 (Dask's per-task
+# overhead is milliseconds) and a chunk at 2.6 MB (nu_max = 4); the benchmark measures it.
+DEFAULT_TILE_SIZE = 256
+
+_MISSING = object()
+
+
+# --------------------------------------------------------------------------- value checkers
+# A checker takes (value, base_dir) and returns the converted value or raises _Bad(expected).
+
+
+class _Bad(Exception):
+    """Raised by a checker with the 'expected ...' half of the message."""
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+def positive_int(value: Any, base: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _Bad("a positive integer")
+    return value
+
+
+def non_negative_int(value: Any, base: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Bad("an integer >= 0")
+    return value
+
+
+def string(value: Any, base: Path) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Bad("a non-empty string")
+    return value
+
+
+def file_path(value: Any, base: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise _Bad("a file path (string)")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def one_of(*choices: str) -> Callable[[Any, Path], str]:
+    def check(value: Any, base: Path) -> str:
+        if value not in choices:
+            raise _Bad("one of " + ", ".join(map(repr, choices)))
+        return value
+
+    return check
+
+
+def number(value: Any, base: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _Bad("a finite number")
+    return value
+
+
+def _cluster(value: Any, base: Path) -> str:
+    if value in ("local", "slurm"):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"(tcp|tls)://[^\s/:]+:\d+", value):
+        return value
+    raise _Bad('"local", "slurm" or a scheduler address "tcp://host:port"')
+
+
+def _toml_value(value: Any) -> bool:
+    if isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, list):
+        return all(_toml_value(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _toml_value(v) for k, v in value.items())
+    return False
+
+
+def passthrough_table(value: Any, base: Path) -> dict[str, Any]:
+    """A table handed unchanged to a library (``[compute.slurm]`` -> SLURMCluster keywords)."""
+    if not isinstance(value, dict):
+        raise _Bad("a table")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of a section: its checker and its default (``required`` when there is none)."""
+
+    check: Callable[[Any, Path], Any]
+    default: Any = _MISSING
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+
+@dataclass(frozen=True)
+class Section:
+    """A top-level table: its keys, and a builder from checked values to a config object.
+
+    ``build(values, where)`` may raise ConfigError for rules that involve several keys.
+    ``required`` sections must appear in the file; others are built from defaults when absent.
+    """
+
+    fields: Mapping[str, Field]
+    build: Callable[[dict[str, Any], str], Any]
+    required: bool = False
+
+
+# --------------------------------------------------------------------------- section objects
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """[data]: where structures and targets come from and how they are split."""
+
+    source: str | None = None  # "qm9" or None (files)
+    path: Path | None = None
+    train: Path | None = None
+    test: Path | None = None
+    target: str = "U0"
+    n_train: int | None = None  # None with train/test files: every structure of the file
+    n_test: int | None = None
+    seed: int = 0
+    unit: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComputeConfig:
+    """[compute]: tiling and the Dask cluster."""
+
+    tile_size: int = DEFAULT_TILE_SIZE
+    cluster: str = "local"
+    workers: int = 2
+    threads_per_worker: int = 1
+    slurm: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreConfig:
+    """[store]: the zarr store directory."""
+
+    path: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """A whole validated configuration. ``sections`` holds every registered section by name."""
+
+    data: DataConfig
+    kernel: KernelSettings
+    compute: ComputeConfig
+    store: StoreConfig
+    sections: Mapping[str, Any]
+    source: Path | None = None  # the TOML file, when read from one
+
+    def __getitem__(self, name: str) -> Any:
+        return self.sections[name]
+
+
+def _build_data(values: dict[str, Any], where: str) -> DataConfig:
+    files = [k for k in ("path", "train", "test") if k in values]
+    if values.get("source") == "qm9":
+        if files:
+            raise ConfigError(f"{where} {files[0]}: expected no file with source = \"qm9\"")
+    elif "path" in values:
+        if "train" in values or "test" in values:
+            raise ConfigError(f"{where} path: expected either path or train/test files, got both")
+    elif "train" in values or "test" in values:
+        missing = "test" if "train" in values else "train"
+        if missing not in values:
+            raise ConfigError(f"{where} {missing}: expected a file path beside "
+                              f"{'train' if missing == 'test' else 'test'}, got none")
+    else:
+        raise ConfigError(f'{where} source: expected source = "qm9", path = FILE or '
+                          "train = FILE and test = FILE, got none of them")
+    if "source" not in values and "target" not in values:
+        raise ConfigError(f"{where} target: expected the name of the target property "
+                          "(atoms.info or calculator results key), got none")
+    if "train" not in values:
+        for key in ("n_train", "n_test"):
+            if key not in values:
+                raise ConfigError(f"{where} {key}: expected a positive integer, got none")
+    return DataConfig(**values)
+
+
+def _build_kernel(values: dict[str, Any], where: str) -> KernelSettings:
+    try:
+        return KernelSettings(**values)
+    except SettingsError as error:
+        raise ConfigError(f"{where} {error}") from None
+
+
+def _build_compute(values: dict[str, Any], where: str) -> ComputeConfig:
+    if values.get("cluster") != "slurm" and values.get("slurm"):
+        raise ConfigError(f'{where} slurm: expected only with cluster = "slurm", '
+                          f"got cluster = {values.get('cluster', 'local')!r}")
+    return ComputeConfig(**values)
+
+
+def _build_store(values: dict[str, Any], where: str) -> StoreConfig:
+    return StoreConfig(**values)
+
+
+def _kernel_field(name: str) -> Field:
+    kind = KernelSettings.__dataclass_fields__[name].type
+    if kind == "int":
+        return Field(non_negative_int)
+    if kind == "str":
+        return Field(string)
+    return Field(number)
+
+
+SECTIONS: dict[str, Section] = {
+    "data": Section(
+        {
+            "source": Field(one_of("qm9")),
+            "path": Field(file_path),
+            "train": Field(file_path),
+            "test": Field(file_path),
+            "target": Field(string),
+            "n_train": Field(positive_int),
+            "n_test": Field(positive_int),
+            "seed": Field(non_negative_int),
+            "unit": Field(string),
+        },
+        _build_data,
+        required=True,
+    ),
+    "kernel": Section({name: _kernel_field(name) for name in KernelSettings.field_names()},
+                      _build_kernel),
+    "compute": Section(
+        {
+            "tile_size": Field(positive_int),
+            "cluster": Field(_cluster),
+            "workers": Field(positive_int),
+            "threads_per_worker": Field(positive_int),
+            "slurm": Field(passthrough_table),
+        },
+        _build_compute,
+    ),
+    "store": Section({"path": Field(file_path)}, _build_store, required=True),
+}
+
+
+def register_section(name: str, section: Section) -> None:
+    """Add a top-level table (e.g. ``[fit]``); ``Config[name]`` then holds its built object."""
+    SECTIONS[name] = section
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _check_section(name: str, table: Any, base: Path) -> Any:
+    where = f"[{name}]"
+    section = SECTIONS[name]
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: expected a table [{name}], got {_describe(table)}")
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        spec = section.fields.get(key)
+        if spec is None:
+            known = ", ".join(section.fields)
+            raise ConfigError(f"{where} {key}: unknown key (expected one of: {known})")
+        try:
+            values[key] = spec.check(raw, base)
+        except _Bad as bad:
+            raise ConfigError(f"{where} {key}: expected {bad}, got {_describe(raw)}") from None
+        if key == "slurm" and not _toml_value(raw):
+            raise ConfigError(f"{where} {key}: expected a table of plain values")
+    for key, spec in section.fields.items():
+        if key not in values and not spec.required and spec.default is not _MISSING:
+            values[key] = spec.default
+    return section.build(values, where)
+
+
+def parse_config(document: Mapping[str, Any], *, base_dir: Path | str = ".",
+                 source: Path | None = None) -> Config:
+    """Validate an already-parsed TOML document (a dict)."""
+    base = Path(base_dir)
+    for name in document:
+        if name not in SECTIONS:
+            raise ConfigError(f"[{name}]: unknown section (expected one of: "
+                              f"{', '.join('[' + s + ']' for s in SECTIONS)})")
+    built: dict[str, Any] = {}
+    for name, section in SECTIONS.items():
+        if name not in document and section.required:
+            raise ConfigError(f"[{name}]: expected this section, got none")
+        built[name] = _check_section(name, document.get(name, {}), base)
+    return Config(
+        data=built["data"], kernel=built["kernel"], compute=built["compute"],
+        store=built["store"], sections=built, source=source,
+    )
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a TOML file. Raises ConfigError (also for unreadable or bad TOML)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the configuration ({error.strerror or error})") \
+            from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    return parse_config(document, base_dir=path.resolve().parent, source=path)

@@ -1,0 +1,431 @@
+"""The kernel store: a zarr 3 group whose tiles survive any crash, and its completion protocol.
+
+Layout (``T`` = tile size, ``nt`` / ``ns`` = tile rows of the train / test set)::
+
+    STORE/zarr.json            attributes["wkdist"]: format, version, settings, data, tile_size,
+                               params_hash (written once, by the driver, when the store is made)
+    STORE/K_train              (nu_max + 1, n_train, n_train) float64, chunks (nu_max + 1, T, T)
+    STORE/K_test               (nu_max + 1, n_test, n_train)  float64, chunks (nu_max + 1, T, T)
+    STORE/y_train, y_test      (n,) or (n, components) float64, written by the driver
+    STORE/train_index, test_index  (n,) int64: position in the input file (QM9: Index column);
+                               rows of K and y follow this split order
+    STORE/tiles/K_train        (nt, nt, 4) uint64, chunks (1, 1, 4): completion markers
+    STORE/tiles/K_test         (ns, nt, 4) uint64, chunks (1, 1, 4)
+
+Every kernel chunk is one whole tile (no sharding: a partial write is a read-modify-write),
+fill value NaN, empty chunks written, a Crc32c checksum instead of a compressor (tiles compress
+only ~1.1x; the checksum catches flipped bytes and truncation).
+
+Completion protocol, per tile task: write the chunk (zarr renames a temporary file into place),
+for an off-diagonal K_train tile also its transposed mirror, fsync the chunk files and their
+directories (zarr's LocalStore does not), then write the marker chunk [params hash, crc32 of the
+tile's chunk file, crc32 of the mirror's chunk file or 0, 1] and fsync it. A tile is done iff its
+marker decodes, names this store's parameters, and its chunk files exist; ``verify`` also checks
+the checksums and decodes every done tile, and removes the markers of damaged ones so the next
+run recomputes them. Markers are a zarr array rather than JSON files because zarr warns about
+(and ``Group.members`` trips on) foreign files anywhere in the hierarchy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec
+
+from .errors import StoreError
+from .graph import TEST, TRAIN, Tile, all_tiles, n_blocks, tile_bounds
+from .settings import KernelSettings
+
+__all__ = [
+    "FORMAT",
+    "KernelStore",
+    "TileWriter",
+    "create_store",
+    "open_store",
+    "params_hash",
+    "missing_tiles",
+    "done_tiles",
+    "verify_tiles",
+    "remove_partials",
+    "strict_reads",
+    "progress_counts",
+]
+
+FORMAT = 1
+_MARKER_DONE = 1
+
+
+def strict_reads() -> Any:
+    """Context manager: reading a chunk that is not on disk raises instead of giving NaN."""
+    return zarr.config.set({"array.read_missing_chunks": False})
+
+
+def params_hash(settings: KernelSettings, data_fingerprint: str, tile_size: int) -> str:
+    """Hash of everything a tile's values depend on; markers and Dask keys carry it."""
+    blob = json.dumps({"format": FORMAT, "settings": settings.to_dict(),
+                       "data": data_fingerprint, "tile_size": tile_size}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _hash64(params: str) -> int:
+    return int(params[:16], 16)
+
+
+# --------------------------------------------------------------------------- durability
+
+
+def _fsync_path(path: Path, *, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _chunk_path(root: Path, array: str, coords: Iterable[int]) -> Path:
+    return root.joinpath(array, "c", *map(str, coords))
+
+
+class _Durable:
+    """fsyncs a chunk file and every directory between it and the store root, remembering
+    directories already made durable in this process (their entries do not change again)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.synced: set[Path] = set()
+
+    def sync(self, file: Path) -> None:
+        _fsync_path(file)
+        directory = file.parent
+        _fsync_path(directory, directory=True)  # the rename of the chunk into place
+        while directory != self.root and directory.parent not in self.synced:
+            _fsync_path(directory.parent, directory=True)  # a directory mkdir'd for this chunk
+            self.synced.add(directory.parent)
+            directory = directory.parent
+
+
+def _crc(path: Path) -> int:
+    return zlib.crc32(path.read_bytes())
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@dataclass(frozen=True, eq=False)
+class KernelStore:
+    """An open store. ``group`` is the zarr group; ``meta`` its ``wkdist`` attributes."""
+
+    path: Path
+    group: zarr.Group
+    meta: Mapping[str, Any]
+
+    @property
+    def n_train(self) -> int:
+        return int(self.meta["data"]["n_train"])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.meta["data"]["n_test"])
+
+    @property
+    def tile_size(self) -> int:
+        return int(self.meta["tile_size"])
+
+    @property
+    def params_hash(self) -> str:
+        return str(self.meta["params_hash"])
+
+    @property
+    def settings(self) -> KernelSettings:
+        return KernelSettings(**self.meta["settings"])
+
+    def tiles(self) -> list[Tile]:
+        return all_tiles(self.n_train, self.n_test, self.tile_size)
+
+    def writer(self) -> TileWriter:
+        return TileWriter(self.path, params_hash=self.params_hash, tile_size=self.tile_size,
+                          shape={TRAIN: (self.n_train, self.n_train),
+                                 TEST: (self.n_test, self.n_train)})
+
+
+def _describe_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {"settings": meta["settings"], "tile_size": meta["tile_size"],
+            "data": meta["data"]}
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(old["settings"]) | set(new["settings"])):
+        a, b = old["settings"].get(key), new["settings"].get(key)
+        if a != b:
+            out.append(f"kernel {key} {a!r} in the store, {b!r} now")
+    if old["tile_size"] != new["tile_size"]:
+        out.append(f"tile_size {old['tile_size']} in the store, {new['tile_size']} now")
+    for key in ("n_train", "n_test", "target"):
+        if old["data"].get(key) != new["data"].get(key):
+            out.append(f"{key} {old['data'].get(key)!r} in the store, "
+                       f"{new['data'].get(key)!r} now")
+    if old["data"]["fingerprint"] != new["data"]["fingerprint"] and not any(
+            s.startswith(("n_train", "n_test", "target")) for s in out):
+        out.append("the data differ (structures, targets or split/seed)")
+    return out
+
+
+def _read_meta(path: Path) -> tuple[zarr.Group, dict[str, Any]]:
+    try:
+        group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
+        raise StoreError(f"{path}: not a zarr group (no wkdist store here)") from None
+    meta = group.attrs.get("wkdist")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise StoreError(f"{path}: a zarr group, but not a wkdist kernel store "
+                         f"(format {FORMAT})")
+    return group, meta
+
+
+def open_store(path: Path | str, *, mode: str = "r") -> KernelStore:
+    """Open an existing store; ``mode`` "r" (read only) or "r+" (tiles may be written)."""
+    path = Path(path)
+    if mode not in ("r", "r+"):
+        raise ValueError(f"mode: expected 'r' or 'r+', got {mode!r}")
+    if not path.exists():
+        raise StoreError(f"{path}: no such store")
+    _, meta = _read_meta(path)
+    group = zarr.open_group(zarr.storage.LocalStore(path, read_only=mode == "r"), mode=mode)
+    return KernelStore(path, group, meta)
+
+
+def create_store(path: Path | str, *, settings: KernelSettings, dataset: Any,
+                 tile_size: int, source: str = "") -> KernelStore:
+    """Open the store for ``dataset`` (a wkdist.dataset.Dataset), creating it if absent.
+
+    An existing store made for other settings, data or tile size raises StoreError naming what
+    differs. A new store is built in a temporary sibling directory and renamed into place, so a
+    crash while creating it leaves no half-made store at ``path``.
+    """
+    from . import __version__
+
+    path = Path(path)
+    fingerprint = dataset.fingerprint()
+    meta = {
+        "format": FORMAT,
+        "version": __version__,
+        "settings": settings.to_dict(),
+        "tile_size": tile_size,
+        "data": {"n_train": dataset.n_train, "n_test": dataset.n_test,
+                 "target": dataset.target, "unit": dataset.unit,
+                 "fingerprint": fingerprint, "source": source},
+        "params_hash": params_hash(settings, fingerprint, tile_size),
+    }
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        _, old = _read_meta(path)
+        differences = _differences(_describe_meta(old), _describe_meta(meta))
+        if differences:
+            raise StoreError(f"{path}: made for other settings or data: " + "; ".join(differences))
+        return open_store(path, mode="r+")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.creating"
+        _build(temporary, meta, settings, dataset, tile_size)
+        if path.exists():
+            path.rmdir()  # an empty directory the user made for us
+        os.rename(temporary, path)
+        _fsync_path(path.parent, directory=True)
+    except OSError as error:
+        shutil.rmtree(locals().get("temporary", path / ".none"), ignore_errors=True)
+        raise StoreError(f"{path}: cannot create the store ({error.strerror or error})") from None
+    return open_store(path, mode="r+")
+
+
+def _build(root: Path, meta: dict[str, Any], settings: KernelSettings, dataset: Any,
+           tile_size: int) -> None:
+    group = zarr.open_group(zarr.storage.LocalStore(root), mode="w-", attributes={"wkdist": meta})
+    n_train, n_test, depth = dataset.n_train, dataset.n_test, settings.nu_max + 1
+    for name, rows in ((TRAIN, n_train), (TEST, n_test)):
+        group.create_array(name, shape=(depth, rows, n_train), chunks=(depth, tile_size, tile_size),
+                           dtype="float64", fill_value=np.nan, compressors=[Crc32cCodec()],
+                           config={"write_empty_chunks": True})
+    for name, values in (("y_train", dataset.y_train), ("y_test", dataset.y_test),
+                         ("train_index", dataset.train_index), ("test_index", dataset.test_index)):
+        values = np.asarray(values)
+        fill = np.nan if values.dtype.kind == "f" else 0
+        array = group.create_array(name, shape=values.shape, chunks=values.shape or (1,),
+                                   dtype=values.dtype, fill_value=fill,
+                                   compressors=[Crc32cCodec()], config={"write_empty_chunks": True})
+        array[...] = values
+    markers = group.create_group("tiles")
+    nt, ns = n_blocks(n_train, tile_size), n_blocks(n_test, tile_size)
+    for name, rows in ((TRAIN, nt), (TEST, ns)):
+        markers.create_array(name, shape=(rows, nt, 4), chunks=(1, 1, 4), dtype="uint64",
+                             fill_value=0, compressors=[Crc32cCodec()],
+                             config={"write_empty_chunks": True})
+    for directory, _, files in os.walk(root):  # the rename publishes these: make them durable
+        for name in files:
+            _fsync_path(Path(directory) / name)
+        _fsync_path(Path(directory), directory=True)
+
+
+# --------------------------------------------------------------------------- writing tiles
+
+
+class TileWriter:
+    """The ``write`` callable tile tasks receive: picklable (a path and a few numbers); opens the
+    zarr arrays lazily in the worker process."""
+
+    def __init__(self, path: Path | str, *, params_hash: str, tile_size: int,
+                 shape: Mapping[str, tuple[int, int]]) -> None:
+        self.path = Path(path)
+        self.params_hash = params_hash
+        self.tile_size = tile_size
+        self.shape = dict(shape)
+        self._arrays: dict[str, zarr.Array] = {}
+        self._durable = _Durable(self.path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "params_hash": self.params_hash,
+                "tile_size": self.tile_size, "shape": self.shape}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], params_hash=state["params_hash"],
+                      tile_size=state["tile_size"], shape=state["shape"])
+
+    def _array(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            self._arrays[name] = zarr.open_array(zarr.storage.LocalStore(self.path), path=name,
+                                                 mode="r+")
+        return self._arrays[name]
+
+    def _write_chunk(self, name: str, row: int, col: int, values: np.ndarray) -> int:
+        n_rows, n_cols = self.shape[name]
+        rows = tile_bounds(row, self.tile_size, n_rows)
+        cols = tile_bounds(col, self.tile_size, n_cols)
+        self._array(name)[:, rows, cols] = values
+        chunk = _chunk_path(self.path, name, (0, row, col))
+        self._durable.sync(chunk)
+        return _crc(chunk)
+
+    def __call__(self, tile: Tile, values: np.ndarray) -> None:
+        crc = self._write_chunk(tile.array, tile.row, tile.col, values)
+        mirror = 0
+        if tile.mirrored:
+            mirror = self._write_chunk(tile.array, tile.col, tile.row, values.transpose(0, 2, 1))
+        marker = np.array([_hash64(self.params_hash), crc, mirror, _MARKER_DONE], dtype=np.uint64)
+        self._array("tiles/" + tile.array)[tile.row, tile.col] = marker
+        self._durable.sync(_chunk_path(self.path, "tiles/" + tile.array, (tile.row, tile.col, 0)))
+
+
+# --------------------------------------------------------------------------- reading state
+
+
+def _markers(store: KernelStore, name: str) -> np.ndarray:
+    array = store.group["tiles/" + name]
+    try:
+        return array[...]
+    except ValueError:  # a damaged marker chunk: read one by one, damaged ones count as absent
+        out = np.zeros(array.shape, dtype=np.uint64)
+        for row in range(array.shape[0]):
+            for col in range(array.shape[1]):
+                try:
+                    out[row, col] = array[row, col]
+                except ValueError:
+                    pass
+        return out
+
+
+def _chunk_files(store: KernelStore, tile: Tile) -> list[Path]:
+    files = [_chunk_path(store.path, tile.array, (0, tile.row, tile.col))]
+    if tile.mirrored:
+        files.append(_chunk_path(store.path, tile.array, (0, tile.col, tile.row)))
+    return files
+
+
+def done_tiles(store: KernelStore) -> list[tuple[Tile, np.ndarray]]:
+    """Tiles whose marker is valid for this store and whose chunk files exist, with markers."""
+    expected = _hash64(store.params_hash)
+    markers = {name: _markers(store, name) for name in (TRAIN, TEST)}
+    done = []
+    for tile in store.tiles():
+        marker = markers[tile.array][tile.row, tile.col]
+        if int(marker[3]) != _MARKER_DONE or int(marker[0]) != expected:
+            continue
+        if all(f.is_file() for f in _chunk_files(store, tile)):
+            done.append((tile, marker))
+    return done
+
+
+def missing_tiles(store: KernelStore) -> list[Tile]:
+    """Tiles a run still has to compute (cheap: markers and file existence, no checksums)."""
+    done = {tile for tile, _ in done_tiles(store)}
+    return [tile for tile in store.tiles() if tile not in done]
+
+
+def _tile_ok(store: KernelStore, tile: Tile, marker: np.ndarray) -> bool:
+    files = _chunk_files(store, tile)
+    expected = [int(marker[1]), int(marker[2])]
+    for file, crc in zip(files, expected):
+        try:
+            if _crc(file) != crc:
+                return False
+        except OSError:
+            return False
+    array = store.group[tile.array]
+    n_rows, n_cols = array.shape[1:]
+    regions = [(tile.row, tile.col)] + ([(tile.col, tile.row)] if tile.mirrored else [])
+    for row, col in regions:
+        rows = tile_bounds(row, store.tile_size, n_rows)
+        cols = tile_bounds(col, store.tile_size, n_cols)
+        try:
+            with strict_reads():
+                values = array[:, rows, cols]
+        except Exception:  # zarr raises ValueError on a checksum mismatch, others on garbage
+            return False
+        if not np.isfinite(values).all():
+            return False
+    return True
+
+
+def verify_tiles(store: KernelStore, *, repair: bool = True) -> list[Tile]:
+    """Check every done tile (checksums and decoding); return the damaged ones.
+
+    With ``repair`` their markers are deleted, so the next run recomputes them (the store must
+    have been opened with mode "r+").
+    """
+    damaged = [tile for tile, marker in done_tiles(store) if not _tile_ok(store, tile, marker)]
+    if repair:
+        for tile in damaged:
+            marker = _chunk_path(store.path, "tiles/" + tile.array, (tile.row, tile.col, 0))
+            marker.unlink(missing_ok=True)
+            _fsync_path(marker.parent, directory=True)
+    return damaged
+
+
+def remove_partials(path: Path | str) -> int:
+    """Delete orphan ``*.partial`` files zarr leaves when killed mid-write; returns how many.
+    Only while no run writes to this store."""
+    count = 0
+    for directory, _, files in os.walk(path):
+        for name in files:
+            if name.endswith(".partial"):
+                (Path(directory) / name).unlink(missing_ok=True)
+                count += 1
+    return count
+
+
+def progress_counts(store: KernelStore) -> dict[str, tuple[int, int]]:
+    """{array: (done, total)} tiles."""
+    done = [tile for tile, _ in done_tiles(store)]
+    total = store.tiles()
+    return {name: (sum(t.array == name for t in done), sum(t.array == name for t in total))
+            for name in (TRAIN, TEST)}
+
