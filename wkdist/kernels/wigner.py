@@ -48,7 +48,7 @@ def _fill_nu1(
     w, p, lmax, n_sq, offsets, norm_l, radial,
     i, ptr_a, r_a, s_a, w_a, y_a,
     k, ptr_b, r_b, s_b, w_b, y_b,
-    tmp, k1,
+    tmp, k1, l_of_q,
 ):
     """Level 0, blocks (l, +1), column p: the closed form of SPEC section 2 for centres i, k.
 
@@ -56,6 +56,7 @@ def _fill_nu1(
     """
     for q in range(n_sq):
         k1[q] = 0.0
+    n_harm = (lmax + 1) * (lmax + 1)
     n_species = ptr_a.shape[1] - 1
     for sp in range(n_species):
         if ptr_b[k, sp] == ptr_b[k, sp + 1]:
@@ -68,10 +69,8 @@ def _fill_nu1(
                 if not radial_factors(r_a[j], inv_r, s_a[j], w_a[j],
                                       r_b[jp], 1.0 / r_b[jp], s_b[jp], w_b[jp], lmax, radial):
                     continue
-                for l in range(lmax + 1):
-                    f = radial[l]
-                    for q in range(l * l, (l + 1) * (l + 1)):
-                        tmp[q] += f * y_b[jp, q]
+                for q in range(n_harm):  # fixed length, contiguous: vectorizes
+                    tmp[q] += radial[l_of_q[q]] * y_b[jp, q]
             for l in range(lmax + 1):
                 d = 2 * l + 1
                 base = offsets[l]
@@ -202,6 +201,9 @@ def _pair_kernels(
         w[one, :] = 1.0
         tmp = np.empty((lmax + 1) ** 2)
         k1 = np.empty(n_sq)
+        l_of_q = np.empty((lmax + 1) ** 2, dtype=np.int64)  # l of flat harmonic index
+        for l in range(lmax + 1):
+            l_of_q[l * l:(l + 1) * (l + 1)] = l
         radial = np.empty(lmax + 1)
         owner = np.empty(BATCH, dtype=np.int64)  # structure pair of each batch column
         filled = 0
@@ -215,7 +217,8 @@ def _pair_kernels(
                     if species_a[i] != species_b[k]:
                         continue
                     _fill_nu1(w, filled, lmax, n_sq, offsets, norm_l, radial,
-                              i, ptr_a, r_a, s_a, w_a, y_a, k, ptr_b, r_b, s_b, w_b, y_b, tmp, k1)
+                              i, ptr_a, r_a, s_a, w_a, y_a, k, ptr_b, r_b, s_b, w_b, y_b, tmp, k1,
+                              l_of_q)
                     owner[filled] = q
                     filled += 1
                     if filled == BATCH:
