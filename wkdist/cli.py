@@ -69,7 +69,7 @@ def _kernels(args: argparse.Namespace) -> int:
     _say(f"data: {dataset.n_train} train, {dataset.n_test} test structures; "
          f"store {config.store.path}")
     with open_cluster(config.compute) as cluster:
-        _say(f"dashboard: {cluster.dashboard or 'not available'}")
+        _say(*cluster.lines())  # dashboard, and on SLURM the ssh tunnel command
         summary = compute_kernels(
             config, client=cluster.client, numba_threads=cluster.numba_threads,
             verify=args.verify, progress=not args.quiet, progress_interval=args.progress_interval,
@@ -113,6 +113,10 @@ def _status(args: argparse.Namespace) -> int:
     print("complete" if complete else "incomplete: `wkdist kernels CONFIG.toml` computes the rest")
     return 0
 
+
+# Commands defined in their own modules register themselves on import.
+from . import pipeline  # noqa: E402,F401  (fit, run, predict)
+from . import plan  # noqa: E402,F401  (plan)
 
 # --------------------------------------------------------------------------- entry point
 

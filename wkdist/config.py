@@ -31,6 +31,7 @@ __all__ = [
     "DataConfig",
     "ComputeConfig",
     "StoreConfig",
+    "FitConfig",
     "Config",
     "SECTIONS",
     "register_section",
@@ -99,6 +100,40 @@ def number(value: Any, base: Path) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _Bad("a finite number")
     return value
+
+
+def positive_number(value: Any, base: Path) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value <= 0):
+        raise _Bad("a positive number")
+    return float(value)
+
+
+def boolean(value: Any, base: Path) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad("true or false")
+    return value
+
+
+def number_list(value: Any, base: Path) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value or not all(
+            not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            for v in value):
+        raise _Bad("a non-empty array of finite numbers")
+    return tuple(float(v) for v in value)
+
+
+def size_list(value: Any, base: Path) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(
+            not isinstance(v, bool) and isinstance(v, int) and v > 1 for v in value):
+        raise _Bad("a non-empty array of integers > 1")
+    return tuple(sorted(set(value)))
+
+
+def _address(value: Any, base: Path) -> str:
+    if isinstance(value, str) and re.fullmatch(r"[^\s:/]*:\d+", value):
+        return value
+    raise _Bad('an address "host:port" (e.g. "127.0.0.1:8787"; ":8787" for every interface)')
 
 
 def _cluster(value: Any, base: Path) -> str:
@@ -178,6 +213,13 @@ class ComputeConfig:
     workers: int = 2
     threads_per_worker: int = 1
     slurm: dict[str, Any] = field(default_factory=dict)
+    # SLURM only: adapt between these many worker processes instead of a fixed ``workers``
+    adaptive_minimum: int | None = None
+    adaptive_maximum: int | None = None
+    # SLURM only: seconds worker jobs may pend (no worker at all) before the run fails
+    pending_timeout: float = 3600.0
+    # where the dashboard listens; None: 127.0.0.1 (reach it by SSH tunnel)
+    dashboard_address: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,6 +227,20 @@ class StoreConfig:
     """[store]: the zarr store directory."""
 
     path: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitConfig:
+    """[fit]: how (c0, a, b) are chosen and the weights solved (CONTRACTS.md, SPEC section 4)."""
+
+    regularization: float = 1.0  # fixed, as in the paper: a sets the scale
+    folds: int = 10
+    mode: str = "kfold"  # "kfold", or "holdout" (one validation split) for large n
+    seed: int = 0
+    baseline: bool = True  # per-element least-squares baseline before the KRR
+    max_search: int = 5000  # the search holds at most this many training structures in memory
+    coefficients: tuple[float, ...] | None = None  # given: no search
+    learning_curve: tuple[int, ...] | None = None  # extra fits on the first n training rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,14 +292,34 @@ def _build_kernel(values: dict[str, Any], where: str) -> KernelSettings:
 
 
 def _build_compute(values: dict[str, Any], where: str) -> ComputeConfig:
-    if values.get("cluster") != "slurm" and values.get("slurm"):
-        raise ConfigError(f'{where} slurm: expected only with cluster = "slurm", '
-                          f"got cluster = {values.get('cluster', 'local')!r}")
-    return ComputeConfig(**values)
+    if values.get("cluster") != "slurm":
+        for key in ("slurm", "adaptive_minimum", "adaptive_maximum", "pending_timeout"):
+            if key in values and (key != "slurm" or values[key]):
+                raise ConfigError(f'{where} {key}: expected only with cluster = "slurm", '
+                                  f"got cluster = {values.get('cluster', 'local')!r}")
+    low, high = values.get("adaptive_minimum"), values.get("adaptive_maximum")
+    if low is not None and high is None:
+        raise ConfigError(f"{where} adaptive_maximum: expected a positive integer beside "
+                          "adaptive_minimum, got none")
+    if high is not None and low is not None and low > high:
+        raise ConfigError(f"{where} adaptive_minimum: expected at most adaptive_maximum = "
+                          f"{high}, got {low}")
+    compute = ComputeConfig(**values)
+    if compute.cluster == "slurm":  # [compute.slurm] keys against SLURMCluster's signature
+        from .cluster import slurm_options
+
+        slurm_options(compute)
+    return compute
 
 
 def _build_store(values: dict[str, Any], where: str) -> StoreConfig:
     return StoreConfig(**values)
+
+
+def _build_fit(values: dict[str, Any], where: str) -> FitConfig:
+    if values.get("mode") == "kfold" and values.get("folds", 10) < 2:
+        raise ConfigError(f"{where} folds: expected an integer >= 2, got {values['folds']}")
+    return FitConfig(**values)
 
 
 def _kernel_field(name: str) -> Field:
@@ -280,10 +356,27 @@ SECTIONS: dict[str, Section] = {
             "workers": Field(positive_int),
             "threads_per_worker": Field(positive_int),
             "slurm": Field(passthrough_table),
+            "adaptive_minimum": Field(positive_int),
+            "adaptive_maximum": Field(positive_int),
+            "pending_timeout": Field(positive_number),
+            "dashboard_address": Field(_address),
         },
         _build_compute,
     ),
     "store": Section({"path": Field(file_path)}, _build_store, required=True),
+    "fit": Section(
+        {
+            "regularization": Field(positive_number),
+            "folds": Field(positive_int),
+            "mode": Field(one_of("kfold", "holdout")),
+            "seed": Field(non_negative_int),
+            "baseline": Field(boolean),
+            "max_search": Field(positive_int),
+            "coefficients": Field(number_list),
+            "learning_curve": Field(size_list),
+        },
+        _build_fit,
+    ),
 }
 
 

@@ -1,0 +1,181 @@
+"""A fitted model on disk: ``DIR/model/``, zarr arrays plus JSON attributes, never a pickle.
+
+Layout (format 1): a zarr 3 group with
+- ``alpha`` (n_train,) or (n_train, k): the KRR weights;
+- ``train_numbers`` (n_atoms,), ``train_positions`` (n_atoms, 3), ``train_atom_ptr``
+  (n_train + 1,), ``train_cells`` (n_train, 3, 3), ``train_pbc`` (n_train, 3): the training
+  structures, enough to compute kernels of new structures against them;
+- attributes ``format`` = "wkdist-model", ``format_version``, ``wkdist_version``, ``settings``
+  (KernelSettings fields), ``coefficients`` [c_0 .. c_nu_max], ``regularization``,
+  ``baseline`` ({element symbol: weight} or null), ``target``, ``unit``.
+The model is exactly y_hat(x) = b(x) + sum_j K_mix(x, x_j) alpha_j (CONTRACTS.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from ase import Atoms
+from ase.data import atomic_numbers, chemical_symbols
+
+from .engine import kernel_block
+from .errors import DataError, SettingsError, StoreError
+from .settings import KernelSettings
+from .structures import check_frames, pack_structures, species_of
+
+__all__ = ["Model", "save_model", "load_model", "baseline_values", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "wkdist-model"
+FORMAT_VERSION = 1
+_ARRAYS = ("alpha", "train_numbers", "train_positions", "train_atom_ptr", "train_cells", "train_pbc")
+
+
+def baseline_values(frames: Sequence[Atoms], baseline: dict[str, float] | None) -> np.ndarray:
+    """b(x) = sum over the atoms of x of baseline[element]; zeros when baseline is None.
+
+    Elements without a weight contribute zero (the caller warns about them).
+    """
+    if not baseline:
+        return np.zeros(len(frames))
+    weights = np.zeros(len(chemical_symbols))
+    for symbol, value in baseline.items():
+        weights[atomic_numbers[symbol]] = value
+    return np.array([weights[atoms.numbers].sum() for atoms in frames])
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A loaded model; ``predict`` applies it to new structures."""
+
+    alpha: np.ndarray
+    train_frames: list[Atoms]
+    settings: KernelSettings
+    coefficients: np.ndarray
+    regularization: float
+    baseline: dict[str, float] | None
+    target: str
+    unit: str | None
+
+    def unseen_elements(self, frames: Sequence[Atoms]) -> list[str]:
+        """Element symbols in ``frames`` that no training structure has (their kernel is 0)."""
+        seen = set(species_of(self.train_frames).tolist())
+        new = set(species_of(frames).tolist()) - seen
+        return [chemical_symbols[z] for z in sorted(new)]
+
+    def kernel_rows(self, frames: Sequence[Atoms], *, client: Any = None,
+                    tile_size: int = 256) -> np.ndarray:
+        """K^nu(frames, train) as (nu_max + 1, n, n_train), tiled over the training set.
+
+        With a Dask ``client`` the tiles run on its workers; otherwise in this process.
+        """
+        frames = check_frames(frames, "structures")
+        species = species_of(frames, self.train_frames)
+        packed = pack_structures(frames, self.settings, species=species, name="structures")
+        blocks = [
+            pack_structures(self.train_frames[start:start + tile_size], self.settings,
+                            species=species, name="training structures")
+            for start in range(0, len(self.train_frames), tile_size)
+        ]
+        if client is None:
+            parts = [kernel_block(packed, block, settings=self.settings) for block in blocks]
+        else:
+            remote = client.scatter(packed, broadcast=True)
+            futures = [client.submit(kernel_block, remote, block, settings=self.settings,
+                                     pure=True) for block in blocks]
+            parts = client.gather(futures)
+        return np.concatenate(parts, axis=1).transpose(2, 0, 1)
+
+    def predict(self, frames: Sequence[Atoms], *, client: Any = None) -> np.ndarray:
+        kernels = self.kernel_rows(frames, client=client)
+        mixed = np.tensordot(self.coefficients, kernels, axes=1)
+        return baseline_values(frames, self.baseline).reshape(
+            (-1,) + (1,) * (self.alpha.ndim - 1)
+        ) + mixed @ self.alpha
+
+
+def _flatten(frames: Sequence[Atoms]) -> dict[str, np.ndarray]:
+    counts = np.array([len(a) for a in frames], dtype=np.int64)
+    return {
+        "train_numbers": np.concatenate([a.numbers for a in frames]).astype(np.int64),
+        "train_positions": np.concatenate([a.get_positions() for a in frames]),
+        "train_atom_ptr": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        "train_cells": np.array([a.get_cell().array for a in frames]).reshape(-1, 3, 3),
+        "train_pbc": np.array([a.get_pbc() for a in frames]).reshape(-1, 3),
+    }
+
+
+def save_model(directory: Path | str, *, alpha: np.ndarray, train_frames: Sequence[Atoms],
+               settings: KernelSettings, coefficients: Sequence[float], regularization: float,
+               baseline: dict[str, float] | None, target: str, unit: str | None,
+               wkdist_version: str) -> Path:
+    """Write the model to ``directory`` atomically: a complete model or none at all."""
+    directory = Path(directory)
+    staging = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.partial")
+    group = zarr.open_group(staging, mode="w")
+    arrays = {"alpha": np.asarray(alpha, dtype=np.float64), **_flatten(train_frames)}
+    for name, values in arrays.items():
+        group.create_array(name, data=values)
+    group.attrs.update({
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "wkdist_version": wkdist_version,
+        "settings": settings.to_dict(),
+        "coefficients": [float(c) for c in coefficients],
+        "regularization": float(regularization),
+        "baseline": baseline,
+        "target": target,
+        "unit": unit,
+    })
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(staging, directory)
+    return directory
+
+
+def load_model(directory: Path | str) -> Model:
+    """Read a model written by ``save_model``; a clear StoreError for anything else."""
+    directory = Path(directory)
+    if not (directory / "zarr.json").is_file():
+        raise StoreError(f"model: expected a wkdist model directory at {directory}, "
+                         "found no zarr.json (was `wkdist run --out` finished?)")
+    try:
+        group = zarr.open_group(directory, mode="r")
+        attrs = dict(group.attrs)
+    except Exception as error:  # any unreadable metadata is the same problem for the user
+        raise StoreError(f"model: cannot read {directory}: {error}") from None
+    if attrs.get("format") != FORMAT or attrs.get("format_version") != FORMAT_VERSION:
+        raise StoreError(
+            f"model: expected format {FORMAT!r} version {FORMAT_VERSION} at {directory}, got "
+            f"{attrs.get('format')!r} version {attrs.get('format_version')!r}"
+        )
+    missing = [name for name in _ARRAYS if name not in group]
+    if missing:
+        raise StoreError(f"model: {directory} lacks the arrays {', '.join(missing)}")
+    try:
+        settings = KernelSettings(**attrs["settings"])
+    except (TypeError, SettingsError) as error:
+        raise StoreError(f"model: settings in {directory} are not valid: {error}") from None
+    values = {name: group[name][...] for name in _ARRAYS}
+    ptr = values["train_atom_ptr"]
+    frames = [
+        Atoms(numbers=values["train_numbers"][ptr[k]:ptr[k + 1]],
+              positions=values["train_positions"][ptr[k]:ptr[k + 1]],
+              cell=values["train_cells"][k], pbc=values["train_pbc"][k])
+        for k in range(len(ptr) - 1)
+    ]
+    coefficients = np.asarray(attrs["coefficients"], dtype=np.float64)
+    if len(coefficients) != settings.nu_max + 1 or not np.isfinite(values["alpha"]).all():
+        raise DataError(f"model: {directory} is inconsistent (coefficients or weights)")
+    return Model(alpha=values["alpha"], train_frames=frames, settings=settings,
+                 coefficients=coefficients, regularization=float(attrs["regularization"]),
+                 baseline=attrs.get("baseline"), target=attrs.get("target", ""),
+                 unit=attrs.get("unit"))
+

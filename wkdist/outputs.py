@@ -1,0 +1,86 @@
+"""Files a run leaves for people and scripts: results.json, predictions.csv, report.png.
+
+Column layouts and keys follow CONTRACTS.md ("Outputs of wkdist run").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["write_json", "write_predictions", "write_report", "scalar_errors"]
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON atomically (temp + rename): a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def scalar_errors(target: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
+    error = np.asarray(prediction) - np.asarray(target)
+    return {"mae": float(np.mean(np.abs(error))), "rmse": float(np.sqrt(np.mean(error**2)))}
+
+
+def write_predictions(path: Path | None, index: Sequence[int], prediction: np.ndarray,
+                      target: np.ndarray | None = None) -> str:
+    """``index,target,prediction`` rows (target omitted when None); floats by repr.
+
+    Returns the text; writes it atomically to ``path`` unless None.
+    """
+    header = "index,target,prediction" if target is not None else "index,prediction"
+    lines = [header]
+    for row, k in enumerate(index):
+        values = [repr(float(prediction[row]))]
+        if target is not None:
+            values.insert(0, repr(float(target[row])))
+        lines.append(",".join([str(int(k))] + values))
+    text = "\n".join(lines) + "\n"
+    if path is not None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return text
+
+
+def write_report(path: Path, *, target: np.ndarray, prediction: np.ndarray, unit: str | None,
+                 title: str, learning_curve: Sequence[tuple[int, float]] | None = None) -> bool:
+    """Parity plot (and learning curve when given) as a PNG; False if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    panels = 2 if learning_curve and len(learning_curve) > 1 else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.8), squeeze=False)
+    ax = axes[0, 0]
+    label = f" ({unit})" if unit else ""
+    ax.scatter(target, prediction, s=6, alpha=0.6)
+    low = float(min(np.min(target), np.min(prediction)))
+    high = float(max(np.max(target), np.max(prediction)))
+    ax.plot([low, high], [low, high], color="black", lw=0.8)
+    mae = float(np.mean(np.abs(np.asarray(prediction) - np.asarray(target))))
+    ax.set_xlabel(f"target{label}")
+    ax.set_ylabel(f"prediction{label}")
+    ax.set_title(f"{title}: test MAE {mae:.4g}{label}")
+    if panels == 2:
+        n, err = zip(*sorted(learning_curve))
+        ax = axes[0, 1]
+        ax.loglog(n, err, "o-")
+        ax.set_xlabel("n_train")
+        ax.set_ylabel(f"test MAE{label}")
+        ax.set_title("learning curve")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True

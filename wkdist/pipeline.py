@@ -1,0 +1,294 @@
+"""KRR on a finished kernel store, and the commands ``wkdist fit``, ``run`` and ``predict``.
+
+``fit`` reads the stored K^nu (never modifying them), subtracts an optional per-element
+baseline, chooses (c0, a, b) by cross-validation on at most ``[fit] max_search`` training
+structures held in memory, then solves for the weights with the tiled, resumable Cholesky of
+``wkdist.solve`` and predicts the test set tile by tile. ``run`` computes the kernels first.
+Outputs follow CONTRACTS.md: results.json, predictions.csv, report.png and model/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from . import __version__
+from .cli import command
+from .config import Config, FitConfig, load_config, parse_config
+from .dataset import Dataset
+from .errors import ConfigError, DataError, MissingTilesError
+from .outputs import scalar_errors, write_json, write_predictions, write_report
+
+__all__ = ["fit_store", "DEFAULT_CONFIG"]
+
+log = logging.getLogger("wkdist")
+
+DEFAULT_CONFIG = "qm9_small.toml"  # packaged beside this module; `wkdist run` without CONFIG
+
+
+def _say(*lines: str) -> None:
+    for line in lines:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _symbols(frames: list) -> list[list[str]]:
+    return [atoms.get_chemical_symbols() for atoms in frames]
+
+
+def _check_complete(store: Any, config: Config) -> None:
+    from .store import missing_tiles
+
+    missing = missing_tiles(store)
+    if missing:
+        shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+        where = config.source or "CONFIG.toml"
+        raise MissingTilesError(
+            f"store {store.path}: {len(missing)} of {len(store.tiles())} kernel tiles are "
+            f"missing ({shown}); compute them with `wkdist kernels {where}`"
+        )
+
+
+def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int) -> dict[str, Any]:
+    """(c0, a, b) by CV on the first max_search training rows (a random subset: rows follow
+    the seeded split order); or the configured coefficients."""
+    from .hyper import fit_mixing
+
+    if fit.coefficients is not None:
+        if len(fit.coefficients) != nu_max + 1:
+            raise ConfigError(f"[fit] coefficients: expected {nu_max + 1} numbers (c_0 .. "
+                              f"c_nu_max), got {len(fit.coefficients)}")
+        return {"coefficients": list(fit.coefficients), "search": None}
+    m = min(len(y), fit.max_search)
+    kernels = group["K_train"][:, :m, :m]
+    folds = min(fit.folds, m)
+    result = fit_mixing(kernels, y[:m], folds=folds, seed=fit.seed,
+                        regularization=fit.regularization, mode=fit.mode)
+    search = {"c0": result.c0, "a": result.a, "b": result.b, "cv_mae": result.cv_mae,
+              "cv_rmse": result.cv_rmse, "mode": result.mode, "folds": result.folds,
+              "n_used": result.n_used, "evaluations": result.evaluations,
+              "seconds": result.seconds}
+    return {"coefficients": list(result.coefficients), "search": search}
+
+
+def _learning_curve(group: zarr.Group, y_res: np.ndarray, b_test: np.ndarray,
+                    y_test: np.ndarray, fit: FitConfig) -> list[dict[str, Any]]:
+    """Extra fits on the first n training rows (dense: n <= max_search), each with its own CV."""
+    from .hyper import fit_mixing
+    from .solve import predict_dense, solve_dense
+
+    points = []
+    for n in fit.learning_curve or ():
+        if n >= len(y_res) or n > fit.max_search:
+            continue
+        kernels = group["K_train"][:, :n, :n]
+        result = fit_mixing(kernels, y_res[:n], folds=min(fit.folds, n), seed=fit.seed,
+                            regularization=fit.regularization, mode=fit.mode)
+        alpha = solve_dense(kernels, y_res[:n], coefficients=result.coefficients,
+                            regularization=fit.regularization)
+        prediction = b_test + predict_dense(group["K_test"][:, :, :n], alpha,
+                                            coefficients=result.coefficients)
+        points.append({"n_train": n, **scalar_errors(y_test, prediction)})
+    return points
+
+
+def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
+              timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Fit on the complete store of ``config`` and write every output into ``out``."""
+    from .compute import prepare_store
+    from .hyper import element_counts, species_baseline
+    from .model import baseline_values, save_model
+    from .solve import fit_weights, predict
+    from .store import strict_reads
+
+    fit: FitConfig = config.sections["fit"]
+    timings = dict(timings or {})
+    if dataset.y_train.ndim != 1:
+        raise DataError(f"target {dataset.target!r}: has {dataset.y_train.shape[1]} components; "
+                        "vector and tensor targets are not supported yet (scalars only)")
+    store = prepare_store(config, dataset)  # refuses a store of other settings or data
+    _check_complete(store, config)
+    group = zarr.open_group(zarr.storage.LocalStore(store.path), mode="r+")
+    nu_max = config.kernel.nu_max
+    start = time.perf_counter()
+
+    baseline = None
+    if fit.baseline:
+        counts, symbols = element_counts(_symbols(dataset.train_frames))
+        baseline = species_baseline(counts, dataset.y_train, symbols)
+    b_train = baseline_values(dataset.train_frames, baseline)
+    b_test = baseline_values(dataset.test_frames, baseline)
+    y_res = dataset.y_train - b_train
+
+    with strict_reads():
+        chosen = _search(group, y_res, fit, nu_max)
+        timings["search_s"] = time.perf_counter() - start
+        coefficients = chosen["coefficients"]
+        _say(f"fit: coefficients {', '.join(f'{c:.4g}' for c in coefficients)}"
+             + (f" (CV MAE {chosen['search']['cv_mae']:.4g} on {chosen['search']['n_used']} "
+                f"structures)" if chosen["search"] else " (given)"))
+        mark = time.perf_counter()
+        alpha, factor = fit_weights(group, y_res, coefficients=coefficients,
+                                    regularization=fit.regularization, client=client)
+        timings["solve_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        prediction = b_test + predict(group, "K_test", alpha, coefficients=coefficients,
+                                      client=client)
+        timings["predict_s"] = time.perf_counter() - mark
+        curve = _learning_curve(group, y_res, b_test, dataset.y_test, fit)
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(out / "model", alpha=alpha, train_frames=dataset.train_frames,
+               settings=config.kernel, coefficients=coefficients,
+               regularization=fit.regularization, baseline=baseline, target=dataset.target,
+               unit=dataset.unit, wkdist_version=__version__)
+    write_predictions(out / "predictions.csv", dataset.test_index, prediction, dataset.y_test)
+    errors = scalar_errors(dataset.y_test, prediction)
+    curve.append({"n_train": dataset.n_train, **errors})
+    report = write_report(out / "report.png", target=dataset.y_test, prediction=prediction,
+                          unit=dataset.unit, title=f"{dataset.target}, n_train {dataset.n_train}",
+                          learning_curve=[(p["n_train"], p["mae"]) for p in curve])
+    timings["fit_total_s"] = time.perf_counter() - start
+    results = {
+        **errors,
+        "unit": dataset.unit,
+        "n_train": dataset.n_train,
+        "n_test": dataset.n_test,
+        "target": dataset.target,
+        "hyperparameters": {"coefficients": coefficients,
+                            "regularization": fit.regularization, "baseline": baseline},
+        "search": chosen["search"],
+        "learning_curve": curve,
+        "kernel": config.kernel.to_dict(),
+        "factor_tiles": {"computed": factor.computed, "reused": factor.reused},
+        "timings": timings,
+        "wkdist_version": __version__,
+    }
+    # results.json last: its presence means the directory is complete
+    write_json(out / "results.json", results)
+    unit = f" {dataset.unit}" if dataset.unit else ""
+    _say(f"test MAE {errors['mae']:.6g}{unit}, RMSE {errors['rmse']:.6g}{unit} "
+         f"({dataset.n_test} structures)",
+         f"results: {out / 'results.json'}", f"predictions: {out / 'predictions.csv'}",
+         f"report: {out / 'report.png'}" if report else "report: matplotlib not installed",
+         f"model: {out / 'model'}")
+    return results
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _config_for_run(path: str | None, out: Path) -> Config:
+    """The user's config, or the packaged small QM9 job with its store inside ``out``."""
+    if path is not None:
+        return load_config(path)
+    text = resources.files("wkdist").joinpath(DEFAULT_CONFIG).read_text()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(text)
+    _say(f"no CONFIG given: running the built-in example {out / 'config.toml'}")
+    return parse_config(tomllib.loads(text), base_dir=out, source=out / "config.toml")
+
+
+def _fit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="configuration file (TOML)")
+    parser.add_argument("--out", required=True, help="output directory")
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", default=None,
+                        help="configuration file (TOML); default: a small built-in QM9 job")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _pipeline(config: Config, out: Path, *, kernels: bool, quiet: bool = False) -> int:
+    from .cluster import open_cluster
+    from .dataset import load_dataset
+
+    begin = time.perf_counter()
+    dataset = load_dataset(config.data)
+    _say(f"data: {dataset.n_train} train, {dataset.n_test} test structures; "
+         f"store {config.store.path}")
+    timings: dict[str, float] = {"data_s": time.perf_counter() - begin}
+    with open_cluster(config.compute) as cluster:
+        _say(f"dashboard: {cluster.dashboard or 'not available'}")
+        if kernels:
+            from .compute import compute_kernels
+
+            mark = time.perf_counter()
+            summary = compute_kernels(config, client=cluster.client,
+                                      numba_threads=cluster.numba_threads,
+                                      progress=not quiet, dataset=dataset)
+            timings["kernels_s"] = time.perf_counter() - mark
+            _say(*summary.lines())
+        fit_store(config, dataset, out, client=cluster.client, timings=timings)
+    return 0
+
+
+@command("fit", "fit KRR on a finished kernel store; write results, predictions and model",
+         _fit_arguments)
+def _fit(args: argparse.Namespace) -> int:
+    return _pipeline(load_config(args.config), Path(args.out), kernels=False)
+
+
+@command("run", "the whole job: kernels (resumable), fit, test predictions, report",
+         _run_arguments)
+def _run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    return _pipeline(_config_for_run(args.config, out), out, kernels=True, quiet=args.quiet)
+
+
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model directory (DIR/model from `wkdist run`)")
+    parser.add_argument("structures", help="structures to predict (any ASE-readable file)")
+    parser.add_argument("--out", default=None, help="CSV path (default: standard output)")
+    parser.add_argument("--cluster", default=None,
+                        help='"local" or "tcp://host:port" (default: this process)')
+    parser.add_argument("--workers", type=int, default=2, help="local worker processes")
+
+
+@command("predict", "predict new structures with a fitted model", _predict_arguments)
+def _predict(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
+    from .cluster import open_cluster
+    from .config import ComputeConfig
+    from .dataset import read_frames, read_targets
+    from .model import load_model
+    from .structures import check_frames
+
+    model = load_model(args.model)
+    frames = read_frames(args.structures)
+    check_frames(frames, str(args.structures))
+    unseen = model.unseen_elements(frames)
+    if unseen:
+        log.warning("elements %s never occur in the training set: their kernel contributions "
+                    "are zero", ", ".join(unseen))
+    try:
+        target = read_targets(frames, model.target, name=args.structures)
+    except DataError:
+        target = None  # the file need not carry the target
+    if args.cluster is None:
+        context = nullcontext(None)
+    else:
+        if args.cluster != "local" and not args.cluster.startswith(("tcp://", "tls://")):
+            raise ConfigError(f'--cluster: expected "local" or "tcp://host:port", '
+                              f"got {args.cluster!r}")
+        context = open_cluster(ComputeConfig(cluster=args.cluster, workers=args.workers))
+    with context as cluster:
+        prediction = model.predict(frames, client=None if cluster is None else cluster.client)
+    out = Path(args.out) if args.out else None
+    text = write_predictions(out, np.arange(len(frames)), prediction, target)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        _say(f"predictions: {out}")
+    return 0

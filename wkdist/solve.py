@@ -1,0 +1,723 @@
+"""Kernel ridge regression at data-set scale: a tiled Cholesky factorization that runs as a Dask
+graph from zarr to zarr, checkpoints every factor tile and resumes after a crash.
+
+The fitted model (CONTRACTS, "The fitted model is exactly")::
+
+    K_mix = sum_nu coefficients[nu] * K^nu          (the stored, unmodified K^nu)
+    alpha = (K_mix(train, train) + regularization * I)^-1 y
+    y_hat = K_mix(test, train) @ alpha
+
+Layout inside the kernel store (``T`` = factor tile size, ``nt = ceil(n / T)``)::
+
+    STORE/solve/<h>/           attributes["wkdist_solve"]: coefficients, regularization, tile_size,
+                               n, fingerprint (written once by the driver). ``h`` is a hash of
+                               exactly these, so other coefficients get another factor.
+    STORE/solve/<h>/L          (n, n) float64, chunks (T, T): the lower Cholesky factor; tiles
+                               above the diagonal are never written (read back as NaN)
+    STORE/solve/<h>/done       (nt, nt, 2) uint64, chunks (1, 1, 2): per-tile completion markers
+                               [hash64(h), crc32 of the L chunk file]
+    STORE/solve/<h>/W          (n, n) scratch: look-ahead partial updates (deleted at the end)
+
+Algorithm: left-looking block Cholesky with a one-panel look-ahead, every tile written once:
+
+    pre(I, J)  (J >= 2):  W[I,J] = Kmix[I,J] (+ reg I if I == J) - sum_{K <= J-2} L[I,K] L[J,K]^T
+    fin(I, J):            A = W[I,J] (or Kmix[I,J] (+ reg) for J < 2) - L[I,J-1] L[J,J-1]^T
+                          I == J: L[J,J] = chol(A);  I > J: L[I,J] = A L[J,J]^-T
+
+``pre`` holds almost all the flops and needs only panels <= J-2, so it runs while panel J-1 is
+being finished; the critical path is one syrk + potrf + gemm + trsm per panel. Every task reads
+its inputs tile by tile from zarr (never through Dask's memory) and accumulates the sum over K
+in a fixed order in one buffer, so a worker holds at most the K^nu chunk being mixed plus three
+tiles, whatever n, and results do not depend on the schedule or the number of workers.
+
+Checkpoint protocol (per ``fin`` task): write the L chunk (zarr renames a temporary file into
+place), fsync it and its directories, then write the marker chunk and fsync it. A tile is done iff
+its marker names this factor and its chunk file exists; a resumed run drops done tiles from the
+graph and recomputes only the rest. Tiles are write-once with deterministic values, so recomputing
+one that was written but not marked is harmless and the result is bitwise identical.
+
+The per-tile functions (``mix_tile``, ``gemm_update``, ...) are plain numpy/BLAS; the ``_task_*``
+wrappers open the arrays; ``_factor_graph``/``_solve_graph``/``_predict_graph`` build the graphs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+import zarr
+from scipy.linalg import blas, lapack
+from threadpoolctl import threadpool_limits
+from zarr.codecs import Crc32cCodec
+
+from .errors import NotPositiveDefiniteError, StoreError
+
+__all__ = [
+    "CholeskyFactor",
+    "cholesky_factor",
+    "solve_weights",
+    "fit_weights",
+    "predict",
+    "factor_progress",
+    "default_tile_size",
+    "mix_dense",
+    "solve_dense",
+    "predict_dense",
+    "mix_tile",
+]
+
+FORMAT = 1
+SOLVE_GROUP = "solve"
+_TARGET_TILE = 1024  # factor tile side aimed at: a tile gemm is ~2 GFLOP (~40 ms on one core)
+
+
+# =========================================================================== per-tile kernels
+# Pure numpy / BLAS on C-ordered tiles. A C-ordered X is the Fortran-ordered X^T, which is what
+# the BLAS wrappers take without copying, hence the transposes below.
+
+
+def mix_tile(karr: Any, coefficients: Sequence[float], rows: tuple[int, int],
+             cols: tuple[int, int]) -> np.ndarray:
+    """sum_nu coefficients[nu] * karr[nu, rows, cols], reading one stored chunk at a time.
+
+    ``karr`` is a (nu_max + 1, m, n) array (zarr or numpy). Sub-blocks follow karr's chunk grid,
+    so each chunk is decoded once and memory is the output plus one chunk.
+    """
+    coefficients = np.asarray(coefficients, dtype=np.float64)
+    (r0, r1), (c0, c1) = rows, cols
+    out = np.empty((r1 - r0, c1 - c0), dtype=np.float64)
+    chunks = getattr(karr, "chunks", None) or karr.shape
+    for a0, a1 in _split(r0, r1, chunks[1]):
+        for b0, b1 in _split(c0, c1, chunks[2]):
+            block = np.asarray(karr[:, a0:a1, b0:b1], dtype=np.float64)
+            # fixed order over nu: out = c_0 K^0 + c_1 K^1 + ...
+            target = out[a0 - r0:a1 - r0, b0 - c0:b1 - c0]
+            np.multiply(block[0], coefficients[0], out=target)
+            for nu in range(1, len(coefficients)):
+                target += coefficients[nu] * block[nu]
+    return out
+
+
+def _split(start: int, stop: int, step: int) -> list[tuple[int, int]]:
+    """[start, stop) cut at multiples of ``step``."""
+    edges = [start] + list(range((start // step + 1) * step, stop, step)) + [stop]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def gemm_update(acc: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """acc -= a @ b.T in place (dgemm; all C-ordered)."""
+    out = blas.dgemm(-1.0, b.T, a.T, beta=1.0, c=acc.T, trans_a=1, overwrite_c=1)
+    if not np.shares_memory(out, acc):  # never expected: f2py copied
+        acc[...] = out.T
+
+
+def syrk_update(acc: np.ndarray, a: np.ndarray) -> None:
+    """Lower triangle of acc -= a @ a.T in place (dsyrk); the upper triangle is not touched."""
+    out = blas.dsyrk(-1.0, a.T, beta=1.0, c=acc.T, trans=1, lower=0, overwrite_c=1)
+    if not np.shares_memory(out, acc):
+        acc[...] = out.T
+
+
+def potrf_lower(acc: np.ndarray) -> int:
+    """acc (its lower triangle) := L with acc = L L^T in place, upper triangle zeroed (dpotrf).
+
+    Returns LAPACK's info: 0 on success, k > 0 when the leading minor of order k is not PD.
+    """
+    out, info = lapack.dpotrf(acc.T, lower=0, clean=1, overwrite_a=1)
+    if not np.shares_memory(out, acc):
+        acc[...] = out.T
+    return int(info)
+
+
+def trsm_right_lower_t(acc: np.ndarray, ljj: np.ndarray) -> None:
+    """acc := acc @ ljj^-T in place (dtrsm), ljj lower triangular."""
+    out = blas.dtrsm(1.0, ljj.T, acc.T, side=0, lower=0, trans_a=1, overwrite_b=1)
+    if not np.shares_memory(out, acc):
+        acc[...] = out.T
+
+
+# =========================================================================== factor spec & I/O
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """Everything a task needs to find its arrays (small and picklable)."""
+
+    root: str            # LocalStore root directory
+    kernel: str          # path of K_train inside the store
+    base: str            # path of solve/<h>
+    coefficients: tuple[float, ...]
+    regularization: float
+    tile: int
+    n: int
+    tag: int             # hash64 of the factor, written into markers
+
+    @property
+    def nt(self) -> int:
+        return -(-self.n // self.tile)
+
+    def bounds(self, i: int) -> tuple[int, int]:
+        return i * self.tile, min(self.n, (i + 1) * self.tile)
+
+
+def _open(root: str, path: str, writable: bool) -> zarr.Array:
+    """Open an array (reading a chunk that is not on disk raises), once per process and version
+    of its metadata file: a store rebuilt at the same path is opened afresh."""
+    try:
+        meta = os.stat(os.path.join(root, path, "zarr.json"))
+        version = (meta.st_ino, meta.st_mtime_ns, meta.st_size)
+    except OSError:
+        version = None
+    return _open_cached(root, path, writable, version)
+
+
+@functools.lru_cache(maxsize=64)
+def _open_cached(root: str, path: str, writable: bool, version: Any) -> zarr.Array:
+    store = zarr.storage.LocalStore(root, read_only=not writable)
+    return zarr.open_array(store, path=path, mode="r+" if writable else "r",
+                           config={"read_missing_chunks": False})
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _chunk_file(spec: _Spec, name: str, coords: Sequence[int]) -> Path:
+    return Path(spec.root, spec.base, name, "c", *map(str, coords))
+
+
+def _durable(spec: _Spec, file: Path) -> None:
+    """fsync a chunk file and the directories up to the array (a row directory may be new)."""
+    _fsync(file)
+    stop = Path(spec.root, spec.base)
+    directory = file.parent
+    while True:
+        _fsync(directory, directory=True)
+        if directory == stop or directory.parent == directory:
+            break
+        directory = directory.parent
+
+
+def _read_l(spec: _Spec, i: int, j: int) -> np.ndarray:
+    (r0, r1), (c0, c1) = spec.bounds(i), spec.bounds(j)
+    return _open(spec.root, spec.base + "/L", False)[r0:r1, c0:c1]
+
+
+def _start(spec: _Spec, i: int, j: int) -> np.ndarray:
+    """The mixed tile, with the regularization on the diagonal of a diagonal tile."""
+    acc = mix_tile(_open(spec.root, spec.kernel, False), spec.coefficients,
+                   spec.bounds(i), spec.bounds(j))
+    if i == j:
+        acc[np.diag_indices_from(acc)] += spec.regularization
+    return acc
+
+
+def _update(spec: _Spec, acc: np.ndarray, i: int, j: int, k: int) -> None:
+    """acc -= L[i,k] L[j,k]^T, reading the factor tiles from zarr."""
+    lik = _read_l(spec, i, k)
+    if i == j:
+        syrk_update(acc, lik)
+    else:
+        gemm_update(acc, lik, _read_l(spec, j, k))
+
+
+# =========================================================================== tasks
+
+
+def _task_pre(spec: _Spec, i: int, j: int, *dependencies: Any) -> None:
+    """W[i,j] = mixed tile - sum_{k <= j-2} L[i,k] L[j,k]^T (scratch, not fsynced)."""
+    with threadpool_limits(1):
+        acc = _start(spec, i, j)
+        for k in range(j - 1):
+            _update(spec, acc, i, j, k)
+    (r0, r1), (c0, c1) = spec.bounds(i), spec.bounds(j)
+    _open(spec.root, spec.base + "/W", True)[r0:r1, c0:c1] = acc
+
+
+def _task_fin(spec: _Spec, i: int, j: int, *dependencies: Any) -> int:
+    """Finish factor tile (i, j), write it durably, then its completion marker."""
+    (r0, r1), (c0, c1) = spec.bounds(i), spec.bounds(j)
+    with threadpool_limits(1):
+        if j >= 2:
+            acc = np.array(_open(spec.root, spec.base + "/W", False)[r0:r1, c0:c1])
+        else:
+            acc = _start(spec, i, j)
+        if j >= 1:
+            _update(spec, acc, i, j, j - 1)
+        if i == j:
+            info = potrf_lower(acc)
+            if info != 0:
+                raise NotPositiveDefiniteError(
+                    f"the regularized kernel matrix is not positive definite: factor tile "
+                    f"({i}, {j}) (rows {r0}:{r1}) fails at its leading minor of order {info} "
+                    f"(matrix row {r0 + info - 1}); use a larger `regularization` "
+                    f"(now {spec.regularization!r}) or check the kernel coefficients")
+        else:
+            trsm_right_lower_t(acc, _read_l(spec, j, j))
+    _open(spec.root, spec.base + "/L", True)[r0:r1, c0:c1] = acc
+    chunk = _chunk_file(spec, "L", (i, j))
+    _durable(spec, chunk)
+    crc = zlib.crc32(chunk.read_bytes())
+    _open(spec.root, spec.base + "/done", True)[i, j] = np.array([spec.tag, crc], np.uint64)
+    _durable(spec, _chunk_file(spec, "done", (i, j, 0)))
+    return crc
+
+
+# =========================================================================== driver side
+
+
+@dataclass(frozen=True)
+class CholeskyFactor:
+    """A finished factor in the store. ``array`` is L (read only; upper tiles are NaN)."""
+
+    array: zarr.Array
+    root: str
+    path: str            # solve/<h>
+    tile_size: int
+    n: int
+    coefficients: tuple[float, ...]
+    regularization: float
+    computed: int        # factor tiles computed by this call
+    reused: int          # factor tiles found done in the store
+
+    @property
+    def spec(self) -> _Spec:
+        return _Spec(self.root, "", self.path, self.coefficients, self.regularization,
+                     self.tile_size, self.n, 0)
+
+
+def _locate(group: Any) -> tuple[str, str]:
+    """(store root directory, group path) of a zarr group on a LocalStore, or a store path."""
+    if isinstance(group, (str, os.PathLike)):
+        return str(Path(group).resolve()), ""
+    store = getattr(group, "store", None)
+    if not isinstance(store, zarr.storage.LocalStore):
+        raise StoreError(f"the tiled solve needs a zarr group on a local directory store "
+                         f"(LocalStore), got {type(store).__name__}")
+    return str(Path(store.root).resolve()), group.path
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def default_tile_size(kernel_chunk: int, n: int) -> int:
+    """The smallest multiple of the kernel chunk side >= 1024 (so tasks read whole chunks and a
+    tile gemm is long against Dask's per-task overhead), at most n rounded up to a chunk."""
+    tile = kernel_chunk * max(1, math.ceil(_TARGET_TILE / kernel_chunk))
+    return max(1, min(tile, kernel_chunk * math.ceil(n / kernel_chunk)))
+
+
+def _fingerprint(root: str, kernel_path: str, karr: zarr.Array) -> str:
+    """Identity of the kernel values: the store's params_hash when it is a wkdist store, else the
+    array's metadata plus the last 64 bytes of every chunk file (its CRC32C when present)."""
+    group = zarr.open_group(zarr.storage.LocalStore(root, read_only=True), mode="r")
+    parent = group
+    if "/" in kernel_path:
+        parent = group[kernel_path.rsplit("/", 1)[0]]
+    meta = parent.attrs.get("wkdist")
+    digest = hashlib.sha256(json.dumps(
+        [list(karr.shape), list(karr.chunks), str(karr.dtype)]).encode())
+    if isinstance(meta, dict) and isinstance(meta.get("params_hash"), str):
+        digest.update(b"params_hash:" + meta["params_hash"].encode())
+        return digest.hexdigest()
+    grid = [-(-s // c) for s, c in zip(karr.shape, karr.chunks)]
+    for a in range(grid[1]):
+        for b in range(grid[2]):
+            file = Path(root, kernel_path, "c", "0", str(a), str(b))
+            try:
+                with open(file, "rb") as handle:
+                    size = handle.seek(0, os.SEEK_END)
+                    handle.seek(max(0, size - 64))
+                    digest.update(handle.read())
+            except FileNotFoundError:
+                raise StoreError(f"{kernel_path}: chunk ({a}, {b}) is missing; compute the "
+                                 f"kernels before the fit") from None
+    return digest.hexdigest()
+
+
+def _factor_hash(coefficients: tuple[float, ...], regularization: float, tile: int, n: int,
+                 fingerprint: str) -> str:
+    blob = json.dumps({"format": FORMAT, "coefficients": [c.hex() for c in coefficients],
+                       "regularization": regularization.hex(), "tile_size": tile, "n": n,
+                       "fingerprint": fingerprint}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _check_coefficients(coefficients: Any, depth: int) -> tuple[float, ...]:
+    values = np.asarray(coefficients, dtype=np.float64).reshape(-1)
+    if values.size != depth:
+        raise ValueError(f"coefficients: expected {depth} values (nu = 0 .. {depth - 1}), "
+                         f"got {values.size}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"coefficients: expected finite numbers, got {values.tolist()}")
+    return tuple(float(v) for v in values)
+
+
+def _prepare(group: Any, coefficients: Any, regularization: float, tile_size: int | None,
+             kernel: str) -> tuple[_Spec, str, zarr.Group]:
+    root, gpath = _locate(group)
+    kernel_path = _join(gpath, kernel)
+    try:
+        karr = _open(root, kernel_path, False)
+    except (FileNotFoundError, zarr.errors.ArrayNotFoundError, KeyError):
+        raise StoreError(f"{root}: no array {kernel_path!r} (compute the kernels first)") from None
+    if karr.ndim != 3 or karr.shape[1] != karr.shape[2]:
+        raise StoreError(f"{kernel_path}: expected shape (nu_max + 1, n, n), got {karr.shape}")
+    coefficients = _check_coefficients(coefficients, karr.shape[0])
+    regularization = float(regularization)
+    if not math.isfinite(regularization) or regularization < 0:
+        raise ValueError(f"regularization: expected a finite number >= 0, got {regularization!r}")
+    n = karr.shape[1]
+    tile = default_tile_size(karr.chunks[1], n) if tile_size is None else int(tile_size)
+    if tile <= 0:
+        raise ValueError(f"tile_size: expected a positive integer, got {tile_size!r}")
+    fingerprint = _fingerprint(root, kernel_path, karr)
+    digest = _factor_hash(coefficients, regularization, tile, n, fingerprint)
+    base = _join(gpath, SOLVE_GROUP, digest[:20])
+    spec = _Spec(root, kernel_path, base, coefficients, regularization, tile, n,
+                 int(digest[:16], 16))
+    attrs = {"format": FORMAT, "coefficients": list(coefficients),
+             "regularization": regularization, "tile_size": tile, "n": n,
+             "kernel": kernel_path, "fingerprint": fingerprint}
+    writable = zarr.open_group(zarr.storage.LocalStore(root), mode="r+")
+    solve_group = writable.require_group(_join(gpath, SOLVE_GROUP))
+    name = digest[:20]
+    if name not in solve_group:
+        solve_group.create_group(name, attributes={"wkdist_solve": attrs})
+    fgroup = solve_group[name]
+    nt = spec.nt
+    if "L" not in fgroup:
+        fgroup.create_array("L", shape=(n, n), chunks=(tile, tile), dtype="float64",
+                            fill_value=np.nan, compressors=[Crc32cCodec()],
+                            config={"write_empty_chunks": True})
+    if "done" not in fgroup:
+        fgroup.create_array("done", shape=(nt, nt, 2), chunks=(1, 1, 2), dtype="uint64",
+                            fill_value=0, compressors=None,
+                            config={"write_empty_chunks": True})
+    if "W" not in fgroup and nt > 2:
+        fgroup.create_array("W", shape=(n, n), chunks=(tile, tile), dtype="float64",
+                            fill_value=np.nan, compressors=None,
+                            config={"write_empty_chunks": True})
+    for name_ in ("L", "done", "W"):
+        directory = Path(root, base, name_)
+        if directory.exists():
+            _fsync(directory / "zarr.json")
+    _fsync(Path(root, base), directory=True)
+    return spec, digest, fgroup
+
+
+def _done_tiles(spec: _Spec, verify: bool = False) -> set[tuple[int, int]]:
+    """Tiles whose marker names this factor and whose chunk file exists (``verify``: and whose
+    file checksum matches the marker)."""
+    done_dir = Path(spec.root, spec.base, "done", "c")
+    found: set[tuple[int, int]] = set()
+    if not done_dir.exists():
+        return found
+    markers = _open(spec.root, spec.base + "/done", False)
+    for i in range(spec.nt):
+        for j in range(i + 1):
+            if not (done_dir / str(i) / str(j) / "0").exists():
+                continue
+            try:
+                tag, crc = (int(v) for v in markers[i, j])
+            except Exception:  # a damaged marker counts as absent
+                continue
+            chunk = _chunk_file(spec, "L", (i, j))
+            if tag != spec.tag or not chunk.exists():
+                continue
+            if verify and zlib.crc32(chunk.read_bytes()) != crc:
+                continue
+            found.add((i, j))
+    return found
+
+
+def _remove_partials(spec: _Spec) -> int:
+    """Delete orphan ``*.partial`` files a killed zarr write left under this factor."""
+    count = 0
+    for file in Path(spec.root, spec.base).rglob("*.partial"):
+        file.unlink(missing_ok=True)
+        count += 1
+    return count
+
+
+# Dask key layout of the factorization (``t`` = first 20 hex digits of the factor hash, a
+# deterministic sha256 of coefficients, regularization, tile size, n and the store fingerprint):
+#     ("wkdist-chol-pre-<t>", I, J)   J >= 2, I >= J: look-ahead partial update into W[I,J]
+#     ("wkdist-chol-fin-<t>", I, J)   I >= J: final factor tile L[I,J] + marker; returns its crc
+# Dependencies: pre(I,J) <- fin(I,J-2), fin(J,J-2);  fin(I,J) <- pre(I,J), fin(I,J-1),
+# fin(J,J-1), fin(J,J) (I > J). Tiles already done are left out and so are edges to them
+# (their data is read from the store). Results are the markers' crcs, never tile data.
+def _factor_graph(spec: _Spec, done: set[tuple[int, int]], token: str
+                  ) -> tuple[dict, list, dict]:
+    pre_name, fin_name = f"wkdist-chol-pre-{token}", f"wkdist-chol-fin-{token}"
+    dsk: dict = {}
+    priority: dict = {}
+    nt = spec.nt
+
+    def fin(i: int, j: int) -> list:
+        return [] if (i, j) in done else [(fin_name, i, j)]
+
+    for j in range(nt):
+        for i in range(j, nt):
+            if (i, j) in done:
+                continue
+            deps: list = []
+            if j >= 2:
+                pre_deps = fin(i, j - 2) + ([] if i == j else fin(j, j - 2))
+                dsk[(pre_name, i, j)] = (_task_pre, spec, i, j, *pre_deps)
+                priority[(pre_name, i, j)] = 0
+                deps.append((pre_name, i, j))
+            if j >= 1:
+                deps += fin(i, j - 1) + ([] if i == j else fin(j, j - 1))
+            if i > j:
+                deps += fin(j, j)
+            dsk[(fin_name, i, j)] = (_task_fin, spec, i, j, *deps)
+            # the critical path first: diagonal tiles, then the panel below them
+            priority[(fin_name, i, j)] = 2 if i == j else 1
+    keys = [k for k in dsk if k[0] == fin_name]
+    return dsk, keys, priority
+
+
+def _run(dsk: dict, keys: list, client: Any, priority: dict | None = None) -> list:
+    """Compute ``keys`` of a raw graph on a distributed Client, or in this process (client None,
+    BLAS on one thread so the values are those the workers would compute)."""
+    if not keys:
+        return []
+    if client is None:
+        import dask.local
+
+        with threadpool_limits(1):
+            return list(dask.local.get_sync(dsk, keys))
+    if priority:
+        from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+        layers, deps = {}, {}
+        for level in sorted(set(priority.values())):
+            name = f"wkdist-priority-{level}"
+            layers[name] = MaterializedLayer(
+                {k: v for k, v in dsk.items() if priority.get(k, 0) == level},
+                annotations={"priority": level})
+            deps[name] = set()
+        rest = {k: v for k, v in dsk.items() if k not in priority}
+        if rest:
+            layers["wkdist-rest"] = MaterializedLayer(rest)
+            deps["wkdist-rest"] = set()
+        return list(client.get(HighLevelGraph(layers, deps), keys))
+    return list(client.get(dsk, keys))
+
+
+def cholesky_factor(group: Any, *, coefficients: Sequence[float], regularization: float = 1.0,
+                    client: Any = None, tile_size: int | None = None, kernel: str = "K_train",
+                    verify: bool = False) -> CholeskyFactor:
+    """Factor ``sum_nu coefficients[nu] K^nu + regularization I`` (from ``group[kernel]``) into
+    tiles of ``solve/<h>/L`` in the same store, resuming from the tiles already done.
+
+    ``group``: a zarr group on a LocalStore (or the store's directory). ``client``: a
+    ``distributed.Client``; None runs the same graph in this process. ``tile_size``: side of a
+    factor tile (default: a multiple of the kernel chunk >= 1024). ``verify``: also check the
+    crc32 of every done tile before trusting it (reads the whole factor).
+
+    Raises NotPositiveDefiniteError naming the failing tile; StoreError for a missing kernel.
+    Only one driver at a time should resume a given factor (it deletes orphan temporaries).
+    """
+    spec, digest, fgroup = _prepare(group, coefficients, regularization, tile_size, kernel)
+    _remove_partials(spec)
+    done = _done_tiles(spec, verify=verify)
+    dsk, keys, priority = _factor_graph(spec, done, digest[:20])
+    _run(dsk, keys, client, priority)
+    total = spec.nt * (spec.nt + 1) // 2
+    if "W" in fgroup:
+        del fgroup["W"]
+    array = zarr.open_array(zarr.storage.LocalStore(spec.root, read_only=True),
+                            path=spec.base + "/L", mode="r")
+    return CholeskyFactor(array, spec.root, spec.base, spec.tile, spec.n, spec.coefficients,
+                          spec.regularization, computed=len(keys), reused=total - len(keys))
+
+
+def factor_progress(group: Any, *, coefficients: Sequence[float], regularization: float = 1.0,
+                    tile_size: int | None = None, kernel: str = "K_train") -> tuple[int, int]:
+    """(tiles done, tiles in all) of the factor these parameters name (creates its group)."""
+    spec, _, _ = _prepare(group, coefficients, regularization, tile_size, kernel)
+    return len(_done_tiles(spec)), spec.nt * (spec.nt + 1) // 2
+
+
+# --------------------------------------------------------------------------- triangular solves
+
+
+def _fwd_prod(spec: _Spec, i: int, k: int, zk: np.ndarray) -> np.ndarray:
+    with threadpool_limits(1):
+        return _read_l(spec, i, k) @ zk
+
+
+def _fwd(spec: _Spec, i: int, yi: np.ndarray, *products: np.ndarray) -> np.ndarray:
+    with threadpool_limits(1):
+        r = np.array(yi, dtype=np.float64)
+        for p in products:  # fixed order k = 0 .. i-1
+            r -= p
+        return scipy.linalg.solve_triangular(_read_l(spec, i, i), r, lower=True,
+                                             check_finite=False)
+
+
+def _bwd_prod(spec: _Spec, k: int, i: int, ak: np.ndarray) -> np.ndarray:
+    with threadpool_limits(1):
+        return _read_l(spec, k, i).T @ ak
+
+
+def _bwd(spec: _Spec, i: int, zi: np.ndarray, *products: np.ndarray) -> np.ndarray:
+    with threadpool_limits(1):
+        r = np.array(zi, dtype=np.float64)
+        for p in products:  # fixed order k = nt-1 .. i+1
+            r -= p
+        return scipy.linalg.solve_triangular(_read_l(spec, i, i), r, lower=True, trans="T",
+                                             check_finite=False)
+
+
+# Dask key layout of the solves (``t`` = tokenize(factor path, y)):
+#     ("wkdist-fwd-prod-<t>", I, K) = L[I,K] @ z_K          K < I
+#     ("wkdist-fwd-<t>", I)         = z_I = L[I,I]^-1 (y_I - sum_K prod(I,K))
+#     ("wkdist-bwd-prod-<t>", K, I) = L[K,I]^T @ alpha_K    K > I
+#     ("wkdist-bwd-<t>", I)         = alpha_I = L[I,I]^-T (z_I - sum_K prod(K,I))
+# Blocks of y, z and alpha (n/T x k each) travel through Dask; factor tiles are read from zarr.
+def _solve_graph(spec: _Spec, y: np.ndarray, token: str) -> tuple[dict, list]:
+    nt = spec.nt
+    fp, fw = f"wkdist-fwd-prod-{token}", f"wkdist-fwd-{token}"
+    bp, bw = f"wkdist-bwd-prod-{token}", f"wkdist-bwd-{token}"
+    dsk: dict = {}
+    for i in range(nt):
+        r0, r1 = spec.bounds(i)
+        for k in range(i):
+            dsk[(fp, i, k)] = (_fwd_prod, spec, i, k, (fw, k))
+        dsk[(fw, i)] = (_fwd, spec, i, y[r0:r1].copy(), *[(fp, i, k) for k in range(i)])
+    for i in reversed(range(nt)):
+        for k in range(i + 1, nt):
+            dsk[(bp, k, i)] = (_bwd_prod, spec, k, i, (bw, k))
+        dsk[(bw, i)] = (_bwd, spec, i, (fw, i), *[(bp, k, i) for k in reversed(range(i + 1, nt))])
+    return dsk, [(bw, i) for i in range(nt)]
+
+
+def solve_weights(factor: CholeskyFactor, y: Any, *, client: Any = None) -> np.ndarray:
+    """alpha = (K_mix + regularization I)^-1 y by forward and back substitution over the factor
+    tiles. ``y``: (n,) or (n, k). Returns an array of the same shape."""
+    from dask.base import tokenize
+
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape[:1] != (factor.n,) or y.ndim not in (1, 2):
+        raise ValueError(f"y: expected shape ({factor.n},) or ({factor.n}, k), got {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y: expected finite values")
+    spec = factor.spec
+    token = tokenize(spec.root, spec.base, y)
+    dsk, keys = _solve_graph(spec, y, token)
+    blocks = _run(dsk, keys, client)
+    return np.concatenate(blocks, axis=0)
+
+
+def fit_weights(group: Any, y: Any, *, coefficients: Sequence[float],
+                regularization: float = 1.0, client: Any = None, tile_size: int | None = None,
+                kernel: str = "K_train") -> tuple[np.ndarray, CholeskyFactor]:
+    """cholesky_factor + solve_weights: (alpha, factor)."""
+    factor = cholesky_factor(group, coefficients=coefficients, regularization=regularization,
+                             client=client, tile_size=tile_size, kernel=kernel)
+    return solve_weights(factor, y, client=client), factor
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def _predict_rows(root: str, path: str, coefficients: tuple[float, ...], rows: tuple[int, int],
+                  col_step: int, alpha: np.ndarray) -> np.ndarray:
+    karr = _open(root, path, False)
+    n = karr.shape[2]
+    out = np.zeros((rows[1] - rows[0],) + alpha.shape[1:], dtype=np.float64)
+    with threadpool_limits(1):
+        for c0, c1 in _split(0, n, col_step):  # fixed order over column blocks
+            out += mix_tile(karr, coefficients, rows, (c0, c1)) @ alpha[c0:c1]
+    return out
+
+
+# Dask key layout of prediction (``t`` = tokenize(array, coefficients, alpha)):
+#     ("wkdist-alpha-<t>",)   alpha (n_train[, k]), shipped once
+#     ("wkdist-pred-<t>", R)  rows block R of K_mix(array) @ alpha, reading one chunk at a time
+def predict(group: Any, array_name: str, alpha: Any, *, coefficients: Sequence[float],
+            client: Any = None, rows_per_task: int | None = None) -> np.ndarray:
+    """y_hat = (sum_nu coefficients[nu] group[array_name][nu]) @ alpha, tile by tile.
+
+    ``array_name``: e.g. "K_test" (nu_max + 1, m, n_train). Returns (m,) or (m, k).
+    """
+    from dask.base import tokenize
+
+    root, gpath = _locate(group)
+    path = _join(gpath, array_name)
+    try:
+        karr = _open(root, path, False)
+    except (FileNotFoundError, zarr.errors.ArrayNotFoundError, KeyError):
+        raise StoreError(f"{root}: no array {path!r}") from None
+    coefficients = _check_coefficients(coefficients, karr.shape[0])
+    alpha = np.asarray(alpha, dtype=np.float64)
+    if alpha.shape[:1] != (karr.shape[2],) or alpha.ndim not in (1, 2):
+        raise ValueError(f"alpha: expected shape ({karr.shape[2]},) or ({karr.shape[2]}, k), "
+                         f"got {alpha.shape}")
+    m = karr.shape[1]
+    step = rows_per_task or default_tile_size(karr.chunks[1], m)
+    col_step = default_tile_size(karr.chunks[2], karr.shape[2])
+    token = tokenize(root, path, coefficients, alpha)
+    akey = (f"wkdist-alpha-{token}",)
+    dsk: dict = {akey: alpha}
+    keys = []
+    for r in range(-(-m // step)):
+        rows = (r * step, min(m, (r + 1) * step))
+        key = (f"wkdist-pred-{token}", r)
+        dsk[key] = (_predict_rows, root, path, coefficients, rows, col_step, akey)
+        keys.append(key)
+    if m == 0:
+        return np.zeros((0,) + alpha.shape[1:])
+    return np.concatenate(_run(dsk, keys, client), axis=0)
+
+
+# =========================================================================== in-memory reference
+
+
+def mix_dense(K_nu: np.ndarray, coefficients: Sequence[float]) -> np.ndarray:
+    """sum_nu coefficients[nu] K_nu[nu] (same order of summation as the tiled path)."""
+    K_nu = np.asarray(K_nu, dtype=np.float64)
+    c = _check_coefficients(coefficients, K_nu.shape[0])
+    out = c[0] * K_nu[0]
+    for nu in range(1, len(c)):
+        out += c[nu] * K_nu[nu]
+    return out
+
+
+def solve_dense(K_nu: np.ndarray, y: Any, *, coefficients: Sequence[float],
+                regularization: float = 1.0) -> np.ndarray:
+    """alpha by an in-memory LAPACK Cholesky (BLAS on one thread): the reference."""
+    with threadpool_limits(1):
+        K = mix_dense(K_nu, coefficients)
+        K[np.diag_indices_from(K)] += regularization
+        try:
+            factor = scipy.linalg.cho_factor(K, lower=True, overwrite_a=True, check_finite=False)
+        except np.linalg.LinAlgError as error:
+            raise NotPositiveDefiniteError(
+                f"the regularized kernel matrix is not positive definite ({error}); use a "
+                f"larger `regularization` (now {regularization!r})") from None
+        return scipy.linalg.cho_solve(factor, np.asarray(y, dtype=np.float64),
+                                      check_finite=False)
+
+
+def predict_dense(K_nu: np.ndarray, alpha: Any, *, coefficients: Sequence[float]) -> np.ndarray:
+    with threadpool_limits(1):
+        return mix_dense(K_nu, coefficients) @ np.asarray(alpha, dtype=np.float64)
