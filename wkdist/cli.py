@@ -149,4 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as a script this file is a second module, "__main__", that the command modules do
+    # not register into: hand over to the imported wkdist.cli.
+    from wkdist.cli import main as _main
+
+    sys.exit(_main())

@@ -218,6 +218,13 @@ def _pipeline(config: Config, out: Path, *, kernels: bool, quiet: bool = False) 
     _say(f"data: {dataset.n_train} train, {dataset.n_test} test structures; "
          f"store {config.store.path}")
     timings: dict[str, float] = {"data_s": time.perf_counter() - begin}
+    if not kernels:  # fail before starting workers, and never create a store here
+        from .compute import prepare_store
+
+        if not Path(config.store.path).exists():
+            raise MissingTilesError(f"store {config.store.path}: no such store; compute the "
+                                    f"kernels with `wkdist kernels {config.source or 'CONFIG.toml'}`")
+        _check_complete(prepare_store(config, dataset), config)
     with open_cluster(config.compute) as cluster:
         _say(f"dashboard: {cluster.dashboard or 'not available'}")
         if kernels:

@@ -1,0 +1,156 @@
+"""wkdist.model: save_model / load_model round trip, Model.predict, and refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import zarr
+from ase import Atoms
+
+from wkdist import KernelSettings, structure_kernels
+from wkdist.errors import DataError, StoreError
+from wkdist.model import FORMAT_VERSION, baseline_values, load_model, save_model
+
+from store_helpers import ASE_SHAPE_WARNING
+
+pytestmark = ASE_SHAPE_WARNING
+SETTINGS = KernelSettings(nu_max=2, lambda_max=2)
+BASELINE = {"H": -0.5, "C": -3.0, "O": -4.0}
+
+
+def frames_of(n: int, *, seed: int, elements=("H", "C", "O")) -> list[Atoms]:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        count = int(rng.integers(3, 7))
+        symbols = [str(s) for s in rng.choice(elements, size=count)]
+        positions: list[np.ndarray] = []
+        while len(positions) < count:
+            p = rng.uniform(0.0, 2.5, 3)
+            if all(np.linalg.norm(p - q) > 0.9 for q in positions):
+                positions.append(p)
+        frames.append(Atoms(symbols, positions=np.array(positions)))
+    return frames
+
+
+@pytest.fixture
+def saved(tmp_path):
+    train = frames_of(9, seed=1)
+    # one periodic training structure: its cell and pbc must survive the round trip
+    train[4].cell = np.diag([6.0, 7.0, 8.0])
+    train[4].pbc = [True, True, False]
+    alpha = np.random.default_rng(2).normal(size=len(train))
+    path = save_model(tmp_path / "model", alpha=alpha, train_frames=train, settings=SETTINGS,
+                      coefficients=[0.3, 0.02, 0.001], regularization=0.7, baseline=BASELINE,
+                      target="energy", unit="eV", wkdist_version="test")
+    return path, train, alpha
+
+
+def test_round_trip(saved, tmp_path):
+    path, train, alpha = saved
+    assert path == tmp_path / "model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging directory left
+    model = load_model(path)
+    np.testing.assert_array_equal(model.alpha, alpha)
+    assert len(model.train_frames) == len(train)
+    for a, b in zip(model.train_frames, train):
+        np.testing.assert_array_equal(a.numbers, b.numbers)
+        np.testing.assert_array_equal(a.get_positions(), b.get_positions())
+        np.testing.assert_array_equal(a.get_cell().array, b.get_cell().array)
+        np.testing.assert_array_equal(a.get_pbc(), b.get_pbc())
+    assert model.settings == SETTINGS
+    np.testing.assert_array_equal(model.coefficients, [0.3, 0.02, 0.001])
+    assert model.regularization == 0.7 and model.baseline == BASELINE
+    assert model.target == "energy" and model.unit == "eV"
+    attrs = dict(zarr.open_group(path, mode="r").attrs)
+    assert attrs["format"] == "wkdist-model" and attrs["format_version"] == FORMAT_VERSION
+    assert attrs["wkdist_version"] == "test"
+    assert not list(path.rglob("*.pkl")) and not list(path.rglob("*.pickle"))
+
+
+def test_save_over_an_existing_model_replaces_it(saved, tmp_path):
+    path, train, alpha = saved
+    save_model(path, alpha=2 * alpha, train_frames=train[:5] + train[5:], settings=SETTINGS,
+               coefficients=[1.0, 1.0, 1.0], regularization=1.0, baseline=None,
+               target="energy", unit=None, wkdist_version="test")
+    model = load_model(path)
+    np.testing.assert_array_equal(model.alpha, 2 * alpha)
+    assert model.baseline is None and model.unit is None
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_predict_is_the_contract_formula(saved):
+    path, train, alpha = saved
+    model = load_model(path)
+    new = frames_of(5, seed=3)
+    c = np.array([0.3, 0.02, 0.001])
+    kernels = structure_kernels(new, train, settings=SETTINGS)  # (n, n_train, nu_max + 1)
+    b = np.array([sum(BASELINE[s] for s in a.get_chemical_symbols()) for a in new])
+    expected = b + (kernels @ c) @ alpha
+    np.testing.assert_allclose(model.predict(new), expected, rtol=1e-10, atol=0)
+    # tiling over the training set does not change the rows
+    rows = model.kernel_rows(new, tile_size=2)
+    assert rows.shape == (3, 5, 9)
+    np.testing.assert_allclose(rows, kernels.transpose(2, 0, 1), rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(rows, model.kernel_rows(new, tile_size=256))
+
+
+def test_unseen_elements_and_baseline_values(saved):
+    path, _, _ = saved
+    model = load_model(path)
+    mixed = Atoms("CNF", positions=[[0, 0, 0], [1.2, 0, 0], [0, 1.3, 0]])
+    assert model.unseen_elements([mixed]) == ["N", "F"]  # by atomic number
+    assert model.unseen_elements(frames_of(3, seed=4)) == []
+    lone = Atoms("Ne2", positions=[[0, 0, 0], [1.5, 0, 0]])
+    assert model.predict([lone])[0] == 0.0  # no kernel, no baseline weight
+    np.testing.assert_array_equal(
+        baseline_values([mixed, Atoms("H2O", positions=[[0, 0, 0], [1, 0, 0], [0, 1, 0]])],
+                        BASELINE), [-3.0, -5.0])
+    np.testing.assert_array_equal(baseline_values([mixed], None), [0.0])
+
+
+def edit_attrs(path, **changes):
+    meta = json.loads((path / "zarr.json").read_text())
+    meta["attributes"].update(changes)
+    (path / "zarr.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage, error, message", [
+    ("absent", StoreError, "found no zarr.json"),
+    ("empty_dir", StoreError, "found no zarr.json"),
+    ("garbage_json", StoreError, "cannot read"),
+    ("format_version", StoreError, "version 1 at .*, got 'wkdist-model' version 2"),
+    ("format", StoreError, "got 'kernel-store' version 1"),
+    ("no_alpha", StoreError, "lacks the arrays alpha"),
+    ("bad_settings", StoreError, "settings in .* are not valid"),
+    ("unknown_setting", StoreError, "settings in .* are not valid"),
+    ("coefficients", DataError, "inconsistent"),
+])
+def test_load_model_refusals(saved, tmp_path, damage, error, message):
+    path, _, _ = saved
+    target = path
+    if damage == "absent":
+        target = tmp_path / "absent"
+    elif damage == "empty_dir":
+        target = tmp_path / "empty"
+        target.mkdir()
+    elif damage == "garbage_json":
+        (path / "zarr.json").write_text("{not json")
+    elif damage == "format_version":
+        edit_attrs(path, format_version=2)
+    elif damage == "format":
+        edit_attrs(path, format="kernel-store")
+    elif damage == "no_alpha":
+        shutil.rmtree(path / "alpha")
+    elif damage == "bad_settings":
+        settings = dict(SETTINGS.to_dict(), cutoff=-1.0)
+        edit_attrs(path, settings=settings)
+    elif damage == "unknown_setting":
+        edit_attrs(path, settings=dict(SETTINGS.to_dict(), colour="blue"))
+    elif damage == "coefficients":
+        edit_attrs(path, coefficients=[1.0, 2.0])
+    with pytest.raises(error, match=message):
+        load_model(target)
