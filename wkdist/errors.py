@@ -13,6 +13,7 @@ __all__ = [
     "SettingsError",
     "StructureError",
     "ConfigError",
+    "SlurmError",
     "DataError",
     "StoreError",
     "MissingTilesError",
@@ -34,6 +35,11 @@ class StructureError(WkdistError, ValueError):
 
 class ConfigError(WkdistError, ValueError):
     """A configuration file has an unknown key, a wrong type or an impossible value."""
+
+
+class SlurmError(ConfigError):
+    """SLURM cannot run the worker jobs as configured: no sbatch, a rejected option or
+    partition, jobs pending beyond [compute] pending_timeout, or jobs dying before they start."""
 
 
 class DataError(WkdistError, ValueError):

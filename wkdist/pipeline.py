@@ -226,7 +226,7 @@ def _pipeline(config: Config, out: Path, *, kernels: bool, quiet: bool = False) 
                                     f"kernels with `wkdist kernels {config.source or 'CONFIG.toml'}`")
         _check_complete(prepare_store(config, dataset), config)
     with open_cluster(config.compute) as cluster:
-        _say(f"dashboard: {cluster.dashboard or 'not available'}")
+        _say(*cluster.lines())
         if kernels:
             from .compute import compute_kernels
 

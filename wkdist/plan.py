@@ -1,0 +1,179 @@
+"""``wkdist plan CONFIG.toml``: what a run would do, without computing anything.
+
+Prints the tile grid, the task count, the bytes the store will hold, the projected cost, and
+for ``cluster = "slurm"`` the worker job script (built by a SLURMCluster that starts no job)
+and SLURM's verdict on it (``sbatch --test-only``, which submits nothing).
+
+The projected cost uses one measured throughput constant, ``PAIRS_PER_CORE_SECOND``: about 525
+QM9 structure pairs per core-second, measured by ``benchmarks/tile_scaling.py`` at nu_max = 4,
+lambda_max = 3 (one numba thread per worker process, Dask + zarr + fsync included). Other
+data (bigger structures, periodic cells) and settings (higher nu_max or lambda_max) cost more
+per pair; scale the figure with a short measured run (`wkdist kernels` prints the pairs/s it
+reached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli import command
+
+__all__ = ["PAIRS_PER_CORE_SECOND", "tile_plan"]
+
+# Measured by benchmarks/tile_scaling.py on QM9 at nu_max = 4, lambda_max = 3 (see above).
+PAIRS_PER_CORE_SECOND = 525.0
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _hours(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def tile_plan(n_train: int, n_test: int, tile_size: int, nu_max: int,
+              components: int = 1) -> dict:
+    """Tile grid, task and pair counts, and stored bytes of a store for these sizes."""
+    from .graph import TRAIN, all_tiles, n_blocks, tile_bounds
+
+    tile = min(tile_size, max(n_train, n_test))
+    tiles = all_tiles(n_train, n_test, tile)
+    pairs = 0
+    for t in tiles:
+        rows = tile_bounds(t.row, tile, n_train if t.array == TRAIN else n_test)
+        cols = tile_bounds(t.col, tile, n_train)
+        a, b = rows.stop - rows.start, cols.stop - cols.start
+        pairs += a * (a + 1) // 2 if t.array == TRAIN and t.row == t.col else a * b
+    nt, ns = n_blocks(n_train, tile), n_blocks(n_test, tile)
+    channels = nu_max + 1
+    kernel_bytes = 8 * channels * (n_train * n_train + n_test * n_train)
+    other = 8 * (n_train + n_test) * (components + 1)  # targets and split indices
+    return {
+        "tile_size": tile, "grid_train": (nt, nt), "grid_test": (ns, nt),
+        "train_tiles": nt * (nt + 1) // 2, "mirrored": nt * (nt - 1) // 2,
+        "test_tiles": ns * nt, "tasks": len(tiles), "pack_tasks": nt + ns,
+        "pairs": pairs, "chunks": nt * nt + ns * nt,
+        "bytes": kernel_bytes + other + 4 * (nt * nt + ns * nt),
+    }
+
+
+def _plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="configuration file (TOML)")
+    parser.add_argument("--no-check", dest="check", action="store_false",
+                        help="SLURM: do not ask the controller about the worker job "
+                             "(sbatch --test-only)")
+
+
+@command("plan", "what a run would compute, store and cost; SLURM: the worker job script "
+                 "(nothing is computed or submitted)", _plan_arguments)
+def _plan(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    config = load_config(args.config)
+    data, compute = config.data, config.compute
+    if data.n_train is not None and data.n_test is not None:
+        n_train, n_test, where = data.n_train, data.n_test, "from the configuration"
+    else:  # train/test files without counts: count the structures
+        from .dataset import load_dataset
+
+        dataset = load_dataset(data)
+        n_train, n_test = dataset.n_train, dataset.n_test
+        where = "counted in the data files"
+    p = tile_plan(n_train, n_test, compute.tile_size, config.kernel.nu_max)
+    say = print
+    say(f"plan for {args.config}")
+    say(f"data: {n_train} train, {n_test} test structures ({where})")
+    say(f"tiles: tile_size {p['tile_size']}; K_train grid {p['grid_train'][0]} x "
+        f"{p['grid_train'][1]}, K_test grid {p['grid_test'][0]} x {p['grid_test'][1]}")
+    say(f"tiles: {p['train_tiles']} of K_train computed ({p['mirrored']} more written as "
+        f"transposed mirrors), {p['test_tiles']} of K_test")
+    say(f"tasks: {p['tasks']} tile tasks + {p['pack_tasks']} packing tasks")
+    say(f"store: {_bytes(p['bytes'])} in {p['chunks']} kernel chunks "
+        f"(float64, nu_max + 1 = {config.kernel.nu_max + 1} channels) at {config.store.path}")
+    _store_state(config)
+    pairs = p["pairs"]
+    core_s = pairs / PAIRS_PER_CORE_SECOND
+    cores = _cores(compute)
+    say(f"cost: {pairs:,} structure pairs = {core_s / 3600:,.2f} core-hours at "
+        f"{PAIRS_PER_CORE_SECOND:.0f} pairs per core-second (QM9, nu_max 4, lambda_max 3, "
+        "benchmarks/tile_scaling.py; other data and settings differ)")
+    say(f"cost: about {_hours(core_s / cores)} of wall time on {cores} cores "
+        f"({_workers(compute)} x threads_per_worker {compute.threads_per_worker}), not "
+        "counting queue waits")
+    if compute.cluster == "slurm":
+        return _plan_slurm(config, check=args.check)
+    say(f"cluster: {compute.cluster}")
+    return 0
+
+
+def _workers(compute) -> str:
+    if compute.adaptive_maximum is not None:
+        return f"up to {compute.adaptive_maximum} workers"
+    return f"{compute.workers} workers"
+
+
+def _cores(compute) -> int:
+    return (compute.adaptive_maximum or compute.workers) * compute.threads_per_worker
+
+
+def _store_state(config) -> None:
+    from .errors import StoreError
+    from .store import open_store, progress_counts
+
+    if not config.store.path.exists():
+        print("store: does not exist yet (a run creates it)")
+        return
+    try:
+        counts = progress_counts(open_store(config.store.path))
+    except StoreError as error:
+        print(f"store: {error}")
+        return
+    print("store: exists; " + ", ".join(f"{name} {done}/{total} tiles done"
+                                        for name, (done, total) in counts.items())
+          + " (a run computes only the rest)")
+
+
+def _plan_slurm(config, *, check: bool) -> int:
+    from .cluster import (check_commands, check_job_script, describe_walltime, slurm_cluster,
+                          slurm_options)
+    from .errors import SlurmError
+
+    compute = config.compute
+    options = slurm_options(compute)
+    if compute.adaptive_maximum is not None:
+        scale = (f"adaptive, {compute.adaptive_minimum or 1} to {compute.adaptive_maximum} "
+                 "worker processes")
+    else:
+        scale = f"{compute.workers} worker processes"
+    print(f"cluster: slurm; {scale}, {options.processes} per job: {options.jobs} job(s) of "
+          f"{options.kwargs['job_cpu']} CPUs and {options.kwargs['memory']}")
+    print(f"cluster: {describe_walltime(options)}; jobs that end are resubmitted; the driver "
+          f"gives up after {compute.pending_timeout:g} s without any worker")
+    with slurm_cluster(compute, dashboard_port=None, options=options) as cluster:
+        script = cluster.job_script()
+        print("worker job script (certificate paths and the scheduler port change every run):")
+        print("-" * 72)
+        print(script.rstrip())
+        print("-" * 72)
+        if not check:
+            return 0
+        try:
+            check_commands()
+        except SlurmError as error:
+            print(f"sbatch --test-only: not run ({error})")
+            return 0
+        answer = check_job_script(script, cluster.wkdist_tls_dir)  # SlurmError: exit 2
+    print(f"sbatch --test-only: accepted ({answer})")
+    sys.stdout.flush()
+    return 0
+
