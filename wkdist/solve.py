@@ -60,6 +60,7 @@ from scipy.linalg import blas, lapack
 from threadpoolctl import threadpool_limits
 from zarr.codecs import Crc32cCodec
 
+from .durable import DurableTree, fsync_path
 from .errors import NotPositiveDefiniteError, StoreError
 
 __all__ = [
@@ -188,28 +189,13 @@ def _open_cached(root: str, path: str, writable: bool, version: Any) -> zarr.Arr
                            config={"read_missing_chunks": False})
 
 
-def _fsync(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _chunk_file(spec: _Spec, name: str, coords: Sequence[int]) -> Path:
     return Path(spec.root, spec.base, name, "c", *map(str, coords))
 
 
 def _durable(spec: _Spec, file: Path) -> None:
     """fsync a chunk file and the directories up to the array (a row directory may be new)."""
-    _fsync(file)
-    stop = Path(spec.root, spec.base)
-    directory = file.parent
-    while True:
-        _fsync(directory, directory=True)
-        if directory == stop or directory.parent == directory:
-            break
-        directory = directory.parent
+    DurableTree(Path(spec.root, spec.base)).sync(file)
 
 
 def _read_l(spec: _Spec, i: int, j: int) -> np.ndarray:
@@ -416,8 +402,8 @@ def _prepare(group: Any, coefficients: Any, regularization: float, tile_size: in
     for name_ in ("L", "done", "W"):
         directory = Path(root, base, name_)
         if directory.exists():
-            _fsync(directory / "zarr.json")
-    _fsync(Path(root, base), directory=True)
+            fsync_path(directory / "zarr.json")
+    fsync_path(Path(root, base), directory=True)
     return spec, digest, fgroup
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
+from .durable import DurableTree, fsync_path
 from .errors import StoreError
 from .graph import TEST, TRAIN, Tile, all_tiles, n_blocks, tile_bounds
 from .settings import KernelSettings
@@ -85,34 +86,8 @@ def _hash64(params: str) -> int:
 # --------------------------------------------------------------------------- durability
 
 
-def _fsync_path(path: Path, *, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _chunk_path(root: Path, array: str, coords: Iterable[int]) -> Path:
     return root.joinpath(array, "c", *map(str, coords))
-
-
-class _Durable:
-    """fsyncs a chunk file and every directory between it and the store root, remembering
-    directories already made durable in this process (their entries do not change again)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.synced: set[Path] = set()
-
-    def sync(self, file: Path) -> None:
-        _fsync_path(file)
-        directory = file.parent
-        _fsync_path(directory, directory=True)  # the rename of the chunk into place
-        while directory != self.root and directory.parent not in self.synced:
-            _fsync_path(directory.parent, directory=True)  # a directory mkdir'd for this chunk
-            self.synced.add(directory.parent)
-            directory = directory.parent
 
 
 def _crc(path: Path) -> int:
@@ -241,7 +216,7 @@ def create_store(path: Path | str, *, settings: KernelSettings, dataset: Any,
         if path.exists():
             path.rmdir()  # an empty directory the user made for us
         os.rename(temporary, path)
-        _fsync_path(path.parent, directory=True)
+        fsync_path(path.parent, directory=True)
     except OSError as error:
         shutil.rmtree(locals().get("temporary", path / ".none"), ignore_errors=True)
         raise StoreError(f"{path}: cannot create the store ({error.strerror or error})") from None
@@ -272,8 +247,8 @@ def _build(root: Path, meta: dict[str, Any], settings: KernelSettings, dataset: 
                              config={"write_empty_chunks": True})
     for directory, _, files in os.walk(root):  # the rename publishes these: make them durable
         for name in files:
-            _fsync_path(Path(directory) / name)
-        _fsync_path(Path(directory), directory=True)
+            fsync_path(Path(directory) / name)
+        fsync_path(Path(directory), directory=True)
 
 
 # --------------------------------------------------------------------------- writing tiles
@@ -290,7 +265,7 @@ class TileWriter:
         self.tile_size = tile_size
         self.shape = dict(shape)
         self._arrays: dict[str, zarr.Array] = {}
-        self._durable = _Durable(self.path)
+        self._durable = DurableTree(self.path)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "params_hash": self.params_hash,
@@ -406,7 +381,7 @@ def verify_tiles(store: KernelStore, *, repair: bool = True) -> list[Tile]:
         for tile in damaged:
             marker = _chunk_path(store.path, "tiles/" + tile.array, (tile.row, tile.col, 0))
             marker.unlink(missing_ok=True)
-            _fsync_path(marker.parent, directory=True)
+            fsync_path(marker.parent, directory=True)
     return damaged
 
 
