@@ -409,8 +409,9 @@ def test_fit_without_a_store_exits_2(done, tmp_path):
     status, _, err = wkdist("fit", case / "config.toml", "--out", case / "fitted")
     assert status == 2
     line = error_line(err)
-    assert "12 of 12 kernel tiles are missing" in line and "wkdist kernels" in line, line
+    assert "no such store" in line and "wkdist kernels" in line, line
     assert not (case / "fitted" / "results.json").exists()
+    assert not (case / "store.zarr").exists()  # fit never creates a store
 
 
 def test_given_coefficients_and_learning_curve(done, tmp_path):
