@@ -50,8 +50,13 @@ def write_predictions(path: Path | None, index: Sequence[int], prediction: np.nd
 
 
 def write_report(path: Path, *, target: np.ndarray, prediction: np.ndarray, unit: str | None,
-                 title: str, learning_curve: Sequence[tuple[int, float]] | None = None) -> bool:
-    """Parity plot (and learning curve when given) as a PNG; False if matplotlib is missing."""
+                 title: str, learning_curve: Sequence[tuple[int, float]] | None = None,
+                 baseline: np.ndarray | None = None) -> bool:
+    """Parity plot (and learning curve when given) as a PNG; False if matplotlib is missing.
+
+    With ``baseline`` (per-structure b(x)) the parity plot shows target and prediction minus
+    it: total energies span thousands of eV and would hide errors of a few meV.
+    """
     try:
         import matplotlib
 
@@ -63,20 +68,25 @@ def write_report(path: Path, *, target: np.ndarray, prediction: np.ndarray, unit
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.8), squeeze=False)
     ax = axes[0, 0]
     label = f" ({unit})" if unit else ""
+    mae = float(np.mean(np.abs(np.asarray(prediction) - np.asarray(target))))
+    if baseline is not None:
+        target = np.asarray(target) - baseline
+        prediction = np.asarray(prediction) - baseline
+        label = f" minus element baseline{label}"
     ax.scatter(target, prediction, s=6, alpha=0.6)
     low = float(min(np.min(target), np.min(prediction)))
     high = float(max(np.max(target), np.max(prediction)))
     ax.plot([low, high], [low, high], color="black", lw=0.8)
-    mae = float(np.mean(np.abs(np.asarray(prediction) - np.asarray(target))))
     ax.set_xlabel(f"target{label}")
     ax.set_ylabel(f"prediction{label}")
-    ax.set_title(f"{title}: test MAE {mae:.4g}{label}")
+    ax.set_title(f"{title}: test MAE {np.format_float_positional(mae, 4, fractional=False)}"
+                 f"{f' {unit}' if unit else ''}")
     if panels == 2:
         n, err = zip(*sorted(learning_curve))
         ax = axes[0, 1]
         ax.loglog(n, err, "o-")
         ax.set_xlabel("n_train")
-        ax.set_ylabel(f"test MAE{label}")
+        ax.set_ylabel(f"test MAE{f' ({unit})' if unit else ''}")
         ax.set_title("learning curve")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -155,7 +155,8 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
     curve.append({"n_train": dataset.n_train, **errors})
     report = write_report(out / "report.png", target=dataset.y_test, prediction=prediction,
                           unit=dataset.unit, title=f"{dataset.target}, n_train {dataset.n_train}",
-                          learning_curve=[(p["n_train"], p["mae"]) for p in curve])
+                          learning_curve=[(p["n_train"], p["mae"]) for p in curve],
+                          baseline=b_test if baseline else None)
     timings["fit_total_s"] = time.perf_counter() - start
     results = {
         **errors,
