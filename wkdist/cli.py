@@ -117,6 +117,7 @@ def _status(args: argparse.Namespace) -> int:
 # Commands defined in their own modules register themselves on import.
 from . import pipeline  # noqa: E402,F401  (fit, run, predict)
 from . import plan  # noqa: E402,F401  (plan)
+from . import tune  # noqa: E402,F401  (tune)
 
 # --------------------------------------------------------------------------- entry point
 

@@ -32,6 +32,8 @@ __all__ = [
     "ComputeConfig",
     "StoreConfig",
     "FitConfig",
+    "TuneConfig",
+    "SearchSpace",
     "Config",
     "SECTIONS",
     "register_section",
@@ -244,6 +246,46 @@ class FitConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SearchSpace:
+    """The values ``wkdist tune`` tries for one kernel setting.
+
+    ``values``: a list given in the file (searched exactly, no refinement); or ``low``/``high``
+    with ``scale`` ("log" or "linear") and ``points`` (coarse grid points, ends included) for a
+    range, which the local refinement may bisect further. Integer settings in a range take
+    every integer from low to high.
+    """
+
+    name: str
+    kind: str  # "float", "int" or "str" (the KernelSettings field's type)
+    values: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    scale: str = "log"
+    points: int = 3
+
+    @property
+    def is_range(self) -> bool:
+        return self.values is None
+
+    @property
+    def refinable(self) -> bool:
+        return self.is_range and self.kind == "float"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneConfig:
+    """[tune]: the kernel-hyperparameter search of ``wkdist tune`` (wkdist/tune.py)."""
+
+    space: Mapping[str, SearchSpace] = field(default_factory=dict)  # KernelSettings field -> values
+    n_search: int = 500  # structures drawn (seeded) from the training set
+    folds: int = 5
+    seed: int = 0
+    max_candidates: int | None = None  # budget: candidates evaluated in all (resumed runs count)
+    max_seconds: float | None = None  # budget: seconds spent on candidates in all
+    refine_rounds: int = 2  # local refinement rounds after the coarse grid (0: grid only)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """A whole validated configuration. ``sections`` holds every registered section by name."""
 
@@ -322,6 +364,70 @@ def _build_fit(values: dict[str, Any], where: str) -> FitConfig:
     return FitConfig(**values)
 
 
+def _search_space(name: str) -> Callable[[Any, Path], SearchSpace]:
+    """Checker of a [tune] kernel-setting key: a list of values or a range table."""
+    kind = KernelSettings.__dataclass_fields__[name].type
+
+    def one(v: Any) -> bool:
+        if kind == "str":
+            return isinstance(v, str)
+        if isinstance(v, bool):
+            return False
+        if kind == "int":
+            return isinstance(v, int)
+        return isinstance(v, (int, float)) and math.isfinite(v)
+
+    noun = {"str": "strings", "int": "integers", "float": "finite numbers"}[kind]
+    table = ("a table {range = [low, high], scale = \"log\" | \"linear\", points = N}"
+             if kind != "str" else "")
+
+    def check(value: Any, base: Path) -> SearchSpace:
+        expected = f"a non-empty array of {noun}" + (f" or {table}" if table else "")
+        if isinstance(value, list):
+            if not value or not all(one(v) for v in value):
+                raise _Bad(expected)
+            unique = tuple(dict.fromkeys(float(v) if kind == "float" else v for v in value))
+            return SearchSpace(name=name, kind=kind, values=unique)
+        if not isinstance(value, dict) or not table:
+            raise _Bad(expected)
+        def bad(what: str, got: Any) -> ConfigError:
+            return ConfigError(f"[tune] {name}: expected {what}, got {got}")
+
+        unknown = sorted(set(value) - {"range", "scale", "points"})
+        if unknown:
+            raise bad(table, f"unknown key {unknown[0]!r}")
+        bounds = value.get("range")
+        if not (isinstance(bounds, list) and len(bounds) == 2 and all(one(v) for v in bounds)):
+            raise bad(f"range = [low, high] of two {noun}", f"range = {_describe(bounds)}"
+                      if bounds is not None else "no range")
+        low, high = bounds
+        if not low < high:
+            raise bad("range = [low, high] with low < high", f"[{low}, {high}]")
+        scale = value.get("scale", "log")
+        if scale not in ("log", "linear"):
+            raise bad('scale = "log" or "linear"', repr(scale))
+        if scale == "log" and low <= 0:
+            raise bad('a positive low end with scale = "log"', f"[{low}, {high}]")
+        points = value.get("points", 3)
+        if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+            raise bad("points = an integer >= 2", _describe(points))
+        return SearchSpace(name=name, kind=kind, low=float(low), high=float(high), scale=scale,
+                           points=points)
+
+    return check
+
+
+_TUNE_OPTIONS = ("n_search", "folds", "seed", "max_candidates", "max_seconds", "refine_rounds")
+
+
+def _build_tune(values: dict[str, Any], where: str) -> TuneConfig:
+    options = {k: v for k, v in values.items() if k in _TUNE_OPTIONS}
+    space = {k: v for k, v in values.items() if k not in _TUNE_OPTIONS}
+    if options.get("folds", 5) < 2:
+        raise ConfigError(f"{where} folds: expected an integer >= 2, got {options['folds']}")
+    return TuneConfig(space=space, **options)
+
+
 def _kernel_field(name: str) -> Field:
     kind = KernelSettings.__dataclass_fields__[name].type
     if kind == "int":
@@ -376,6 +482,18 @@ SECTIONS: dict[str, Section] = {
             "learning_curve": Field(size_list),
         },
         _build_fit,
+    ),
+    "tune": Section(
+        {
+            "n_search": Field(positive_int),
+            "folds": Field(positive_int),
+            "seed": Field(non_negative_int),
+            "max_candidates": Field(positive_int),
+            "max_seconds": Field(positive_number),
+            "refine_rounds": Field(non_negative_int),
+            **{name: Field(_search_space(name)) for name in KernelSettings.field_names()},
+        },
+        _build_tune,
     ),
 }
 

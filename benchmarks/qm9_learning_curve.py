@@ -1,0 +1,202 @@
+"""QM9 U0 test MAE against n_train for given kernel settings, mean and spread over random splits.
+
+The 5-split protocol of benchmarks/qm9_accuracy.py, for any [kernel] settings and several
+training-set sizes: the kernels of a pool of max(n_train) + n_test random QM9 molecules are
+computed once (cached in zarr, keyed by pool and settings; the cache format is the one of
+qm9_accuracy.py, so the two share caches); each split permutes the pool, tests on n_test
+molecules and trains on the first n of the rest for every n (nested training sets), with the
+per-element baseline and (c0, a, b) chosen by k-fold CV on the training part only, and the
+KRR solved exactly as `wkdist fit` does (same modules, dense at this size). With a single
+n_train equal to pool - n_test the splits are exactly those of qm9_accuracy.py.
+
+    # reference settings (SPEC section 5)
+    python benchmarks/qm9_learning_curve.py --n-train 500 --n-test 500 --json ref.json
+    # the [kernel] of a config, e.g. the best.toml of `wkdist tune`, compared on a plot
+    python benchmarks/qm9_learning_curve.py --config DIR/best.toml --n-train 500 --n-test 500 \
+        --json best.json --compare ref.json --plot curve.png
+    # single settings on the command line, a learning curve
+    python benchmarks/qm9_learning_curve.py --kernel gaussian_width=0.05 decay_length=1.5 \
+        --n-train 500 1000 2000 4000 --n-test 1000
+
+``--check-overlap DIR/tune_state.json`` counts the pool molecules that a `wkdist tune` search
+looked at (they should be none: the search must not see test molecules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+import wkdist
+from wkdist.config import load_config
+from wkdist.data.qm9 import load_qm9
+from wkdist.hyper import element_counts, fit_mixing, species_baseline
+from wkdist.model import baseline_values
+from wkdist.solve import predict_dense, solve_dense
+
+MEV_PER_EV = 1000.0
+AUTHORS_MEV = 72.2  # the authors' released run, n_train 500 (SPEC section 5)
+FCHL_MEV = 160.0  # FCHL-class kernels at n_train 500 (approximate, for orientation)
+
+
+def pool_kernels(qm9, pool: np.ndarray, settings: wkdist.KernelSettings,
+                 cache: Path) -> tuple[np.ndarray, float]:
+    """K^nu of the pool, (nu_max + 1, m, m), and the seconds spent computing them (0: cached)."""
+    key = json.dumps({"pool": pool.tolist(), "settings": settings.to_dict()})
+    if cache.exists():
+        group = zarr.open_group(cache, mode="r")
+        if group.attrs.get("key") == key:
+            return group["K"][...], 0.0
+    start = time.perf_counter()
+    kernels = wkdist.structure_kernels(qm9.frames(pool), settings=settings).transpose(2, 0, 1)
+    seconds = time.perf_counter() - start
+    print(f"pool kernels: {len(pool)} molecules in {seconds:.1f} s", flush=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    group = zarr.open_group(cache, mode="w")
+    group.create_array("K", data=kernels)
+    group.attrs["key"] = key
+    return kernels, seconds
+
+
+def _value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def settings_from(args: argparse.Namespace) -> wkdist.KernelSettings:
+    values = {}
+    if args.config is not None:
+        values.update(load_config(args.config).kernel.to_dict())
+    for item in args.kernel or ():
+        name, _, text = item.partition("=")
+        values[name] = _value(text)
+    return wkdist.KernelSettings(**values)
+
+
+def plot(path: Path, runs: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for run in runs:
+        ns = sorted(int(n) for n in run["mae_meV"])
+        means = [np.mean(run["mae_meV"][str(n)]) for n in ns]
+        spread = [np.std(run["mae_meV"][str(n)], ddof=1) if len(run["mae_meV"][str(n)]) > 1
+                  else 0.0 for n in ns]
+        ax.errorbar(ns, means, yerr=spread, marker="o", capsize=3, label=run["label"])
+    ax.axhline(AUTHORS_MEV, color="k", ls="--", lw=1, label=f"authors, n=500 ({AUTHORS_MEV} meV)")
+    ax.axhline(FCHL_MEV, color="gray", ls=":", lw=1,
+               label=f"FCHL-class, n=500 (~{FCHL_MEV:.0f} meV)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.set_xlabel("n_train")
+    ax.set_ylabel("test MAE, U0 (meV)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=None,
+                        help="take [kernel] from this configuration (e.g. best.toml)")
+    parser.add_argument("--kernel", nargs="*", metavar="NAME=VALUE",
+                        help="kernel settings (after --config); default: KernelSettings()")
+    parser.add_argument("--n-train", type=int, nargs="+", default=[500])
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--splits", type=int, default=5)
+    parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="zarr cache of the pool kernels (default runs/qm9_lc_<hash>.zarr)")
+    parser.add_argument("--label", default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--compare", type=Path, nargs="*", default=[],
+                        help="JSON files of earlier runs drawn on the same plot")
+    parser.add_argument("--check-overlap", type=Path, default=None, metavar="TUNE_STATE",
+                        help="count pool molecules among a tune search's structures")
+    args = parser.parse_args()
+
+    settings = settings_from(args)
+    qm9 = load_qm9()
+    n_max = max(args.n_train)
+    m = n_max + args.n_test
+    pool = np.sort(np.random.default_rng(args.seed).choice(qm9.n, size=m, replace=False))
+    frames = qm9.frames(pool)
+    if args.check_overlap is not None:
+        searched = set(json.loads(args.check_overlap.read_text())["inputs"]["search_index"])
+        overlap = sum(int(a.info["qm9_index"]) in searched for a in frames)
+        print(f"overlap with the tune search ({len(searched)} molecules): {overlap} of {m} "
+              "pool molecules", flush=True)
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps([pool.tolist(), settings.to_dict()]).encode()).hexdigest()
+    cache = args.cache or Path(f"runs/qm9_lc_{digest[:12]}.zarr")
+    kernels, kernel_s = pool_kernels(qm9, pool, settings, cache)
+    y = qm9.targets(pool)
+    counts, symbols = element_counts([a.get_chemical_symbols() for a in frames])
+
+    maes: dict[str, list[float]] = {str(n): [] for n in sorted(args.n_train)}
+    fit_s = 0.0
+    for split in range(args.splits):
+        order = np.random.default_rng(args.seed + 1 + split).permutation(m)
+        test = order[n_max:]
+        for n in sorted(args.n_train):
+            start = time.perf_counter()
+            train = order[:n]
+            baseline = species_baseline(counts[train], y[train], symbols)
+            y_res = y[train] - baseline_values([frames[i] for i in train], baseline)
+            k_train = kernels[:, train][:, :, train]
+            search = fit_mixing(k_train, y_res, folds=args.folds, seed=split)
+            alpha = solve_dense(k_train, y_res, coefficients=search.coefficients)
+            prediction = baseline_values([frames[i] for i in test], baseline) + predict_dense(
+                kernels[:, test][:, :, train], alpha, coefficients=search.coefficients)
+            mae = float(np.mean(np.abs(prediction - y[test]))) * MEV_PER_EV
+            fit_s += time.perf_counter() - start
+            maes[str(n)].append(mae)
+            print(f"split {split}, n_train {n}: test MAE {mae:6.1f} meV (CV MAE "
+                  f"{search.cv_mae * MEV_PER_EV:6.1f} meV; c0 {search.c0:.3g}, a {search.a:.3g},"
+                  f" b {search.b:.3g})", flush=True)
+    label = args.label or ", ".join(f"{k}={v}" for k, v in settings.to_dict().items()
+                                    if getattr(wkdist.KernelSettings(), k) != v) or "reference"
+    print(f"settings: {settings.to_dict()}")
+    for n, values in maes.items():
+        v = np.array(values)
+        print(f"{label}: n_train {n}, n_test {args.n_test}, {len(v)} splits: test MAE "
+              f"{v.mean():.1f} meV (std {v.std(ddof=1) if len(v) > 1 else 0:.1f}, range "
+              f"{v.min():.1f}-{v.max():.1f})")
+    print(f"time: pool kernels {kernel_s:.0f} s ({'cached' if not kernel_s else 'computed'}), "
+          f"fits {fit_s:.0f} s")
+    run = {"label": label, "n_test": args.n_test, "splits": args.splits, "folds": args.folds,
+           "seed": args.seed, "mae_meV": maes, "settings": settings.to_dict(),
+           "kernel_s": kernel_s, "fit_s": fit_s}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(run, indent=2))
+    if args.plot:
+        runs = [json.loads(p.read_text()) for p in args.compare] + [run]
+        plot(args.plot, runs)
+        print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

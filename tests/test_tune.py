@@ -1,0 +1,275 @@
+"""`wkdist tune`: the kernel-hyperparameter search (wkdist/tune.py), end to end on tiny data.
+
+The data: 60 random H/C/O molecules of 3-6 atoms whose target is generated from a Wigner
+kernel of known gaussian_width (0.2 Å): y = (K^1 + K^2 / 2)(x, anchors) @ w over 8 anchor
+molecules, scaled to unit spread. The search must find that width (within the grid spacing)
+through the real command: a LocalCluster, the tiled kernel graph, the per-element baseline and
+the (c0, a, b) cross-validation of `wkdist fit`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import math
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wkdist import KernelSettings, structure_kernels
+from wkdist.cli import main
+from wkdist.config import load_config
+
+from store_helpers import ASE_SHAPE_WARNING
+
+pytestmark = ASE_SHAPE_WARNING
+
+TRUE_WIDTH = 0.2
+KERNEL = {"cutoff": 3.0, "nu_max": 2, "lambda_max": 1, "cutoff_smoothing": 0.5,
+          "decay_length": 1.0}
+N_TRAIN, N_TEST = 48, 12
+GRID = 'gaussian_width = {range = [0.05, 0.8], scale = "log", points = 5}'  # 0.05 .. 0.8, x2
+
+
+def random_molecules(n: int, *, seed: int) -> list:
+    """``n`` random molecules of 3-6 H/C/O atoms (no two atoms closer than 0.9 Å)."""
+    from ase import Atoms
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        count = int(rng.integers(3, 7))
+        symbols = [str(s) for s in rng.choice(("H", "C", "O"), size=count)]
+        positions: list[np.ndarray] = []
+        while len(positions) < count:
+            p = rng.uniform(0.0, 2.5, 3)
+            if all(np.linalg.norm(p - q) > 0.9 for q in positions):
+                positions.append(p)
+        frames.append(Atoms(symbols, positions=np.array(positions)))
+    return frames
+
+
+def make_data(directory: Path) -> None:
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = random_molecules(N_TRAIN + N_TEST, seed=3)
+    K = structure_kernels(frames, settings=KernelSettings(gaussian_width=TRUE_WIDTH, **KERNEL))
+    mixed = K[..., 1] + K[..., 2] / 2
+    y = mixed[:, :8] @ np.random.default_rng(1).normal(size=8)
+    y /= y.std()
+    for atoms, value in zip(frames, y):
+        atoms.calc = SinglePointCalculator(atoms, energy=float(value))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting the shape on a NumPy array",
+                                category=DeprecationWarning)
+        ase.io.write(directory / "mols.xyz", frames, format="extxyz")
+
+
+def write_config(directory: Path, tune: list[str], *, name: str = "config.toml",
+                 kernel: dict | None = None) -> Path:
+    kernel = {**KERNEL, "gaussian_width": 0.03, **(kernel or {})}
+    lines = ["[data]", 'path = "mols.xyz"', 'target = "energy"', f"n_train = {N_TRAIN}",
+             f"n_test = {N_TEST}", "seed = 0", 'unit = "eV"', "[kernel]",
+             *(f"{k} = {json.dumps(v)}" for k, v in kernel.items()),
+             "[compute]", "tile_size = 16", "workers = 2", "threads_per_worker = 1",
+             "[store]", 'path = "store"', "[fit]", "folds = 4", "[tune]", *tune]
+    path = directory / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def wkdist(*argv) -> tuple[int, str]:
+    """``wkdist.cli.main`` in this process; returns (status, stderr)."""
+    logger = logging.getLogger("wkdist")
+    saved = logger.handlers[:]
+    logger.handlers[:] = []
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            status = main([str(a) for a in argv])
+    finally:
+        logger.handlers[:] = saved
+    return status, err.getvalue()
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def settings_of(row: dict[str, str]) -> tuple:
+    return tuple(row[name] for name in KernelSettings.field_names())
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("tune")
+    make_data(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def search(case) -> Path:
+    """One full search (5 grid points + 2 refinement candidates), shared by the module."""
+    config = write_config(case, [GRID, f"n_search = {N_TRAIN}", "folds = 4", "seed = 0",
+                                 "refine_rounds = 1"])
+    status, err = wkdist("tune", config, "--out", case / "search")
+    assert status == 0, err
+    return case / "search"
+
+
+# --------------------------------------------------------------------------- the search
+
+
+def test_recovers_the_true_width(search):
+    rows = read_rows(search / "tune.csv")
+    assert [r["phase"] for r in rows] == ["grid"] * 5 + ["refine1"] * 2
+    assert len({settings_of(r) for r in rows}) == len(rows)  # no candidate twice
+    best = min(rows, key=lambda r: float(r["cv_mae"]))
+    width = float(best["gaussian_width"])
+    assert TRUE_WIDTH / 2 < width < TRUE_WIDTH * 2  # within one grid spacing (a factor 2)
+    wrong = next(r for r in rows if float(r["gaussian_width"]) == 0.05)
+    assert float(best["cv_mae"]) < 0.5 * float(wrong["cv_mae"])
+    for row in rows:  # every candidate carries its chosen mixing and timing
+        assert math.isfinite(float(row["a"])) and float(row["seconds"]) > 0
+        assert row["kernels"] == "computed"
+
+
+def test_outputs_and_best_config(search):
+    rows = read_rows(search / "tune.csv")
+    best = min(rows, key=lambda r: float(r["cv_mae"]))
+    config = load_config(search / "best.toml")
+    assert config.kernel == KernelSettings(**{**KERNEL, "gaussian_width":
+                                              float(best["gaussian_width"])})
+    assert Path(config.store.path).resolve() == (search / "store").resolve()
+    assert "tune" in config.sections and not config["tune"].space  # a plain run config
+    assert (search / "tune.png").stat().st_size > 1000
+    state = json.loads((search / "tune_state.json").read_text())
+    assert state["finished"] and state["stop"] == "complete"
+    assert len(state["inputs"]["search_index"]) == N_TRAIN
+    assert len(list((search / "stores").iterdir())) == len(rows)
+
+
+def test_best_toml_runs_unchanged(search, tmp_path):
+    best = tmp_path / "best"
+    shutil.copytree(search, best, ignore=shutil.ignore_patterns("stores"))
+    status, err = wkdist("run", best / "best.toml", "--out", tmp_path / "run", "--quiet")
+    assert status == 0, err
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["kernel"] == load_config(best / "best.toml").kernel.to_dict()
+    assert results["n_train"] == N_TRAIN and math.isfinite(results["mae"])
+
+
+def test_reproducible_under_a_budget(case, search):
+    """Same seed: the same candidates in the same order with the same CV errors; the budget
+    stops the search after max_candidates, and a stopped search is still a finished one."""
+    config = write_config(case, [GRID, f"n_search = {N_TRAIN}", "folds = 4", "seed = 0",
+                                 "refine_rounds = 1", "max_candidates = 3"], name="budget.toml")
+    status, err = wkdist("tune", config, "--out", case / "budget")
+    assert status == 0, err
+    assert "max_candidates = 3 reached" in err
+    again = read_rows(case / "budget" / "tune.csv")
+    first = read_rows(search / "tune.csv")[:3]
+    assert [settings_of(r) for r in again] == [settings_of(r) for r in first]
+    assert [r["cv_mae"] for r in again] == [r["cv_mae"] for r in first]
+    assert (case / "budget" / "best.toml").exists()
+
+
+def test_interrupted_search_resumes_without_repeating(case, search, monkeypatch):
+    from wkdist import hyper
+
+    config = write_config(case, [GRID, f"n_search = {N_TRAIN}", "folds = 4", "seed = 0",
+                                 "refine_rounds = 1", "max_candidates = 4"], name="resume.toml")
+    out = case / "resume"
+    real = hyper.fit_mixing
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hyper, "fit_mixing", interrupted)
+    status, err = wkdist("tune", config, "--out", out)
+    assert status == 2 and "interrupted" in err
+    done = read_rows(out / "tune.csv")
+    assert len(done) == 2 and not (out / "best.toml").exists()
+    assert not json.loads((out / "tune_state.json").read_text())["finished"]
+
+    counted = []
+
+    def counting(*args, **kwargs):
+        counted.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hyper, "fit_mixing", counting)
+    status, err = wkdist("tune", config, "--out", out)
+    assert status == 0, err
+    assert len(counted) == 2  # only the candidates not yet evaluated
+    rows = read_rows(out / "tune.csv")
+    assert rows[:2] == done  # kept as they were, timings included
+    assert [settings_of(r) for r in rows] == [settings_of(r) for r in
+                                              read_rows(search / "tune.csv")[:4]]
+    assert rows[2]["kernels"] == "reused"  # its tiles were done before the interrupt
+
+    status, err = wkdist("tune", config, "--out", out)  # finished: nothing to evaluate
+    assert status == 0 and len(counted) == 2
+    assert read_rows(out / "tune.csv") == rows
+
+
+def test_nu_max_candidates_share_one_kernel_store(case):
+    config = write_config(case, ["gaussian_width = [0.2]", "nu_max = [1, 2]",
+                                 "n_search = 24", "folds = 3"], name="nu.toml")
+    status, err = wkdist("tune", config, "--out", case / "nu")
+    assert status == 0, err
+    rows = read_rows(case / "nu" / "tune.csv")
+    assert [(r["nu_max"], r["kernels"]) for r in rows] == [("1", "computed"), ("2", "reused")]
+    assert len(list((case / "nu" / "stores").iterdir())) == 1
+    assert float(rows[0]["b"]) > 0
+
+
+def test_a_different_search_in_the_same_directory_is_refused(case, search, tmp_path):
+    out = tmp_path / "other"
+    shutil.copytree(search, out)
+    config = write_config(case, [GRID, f"n_search = {N_TRAIN}", "folds = 3"], name="other.toml")
+    status, err = wkdist("tune", config, "--out", out)
+    assert status == 2 and "another configuration" in err
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("tune, expected", [
+    (["foo = [1.0, 2.0]"], "[tune] foo: unknown key"),
+    (["gaussian_width = {range = [0.3, 0.1]}"], "low < high"),
+    (["gaussian_width = {range = [0.1, 0.1]}"], "low < high"),
+    (["gaussian_width = []"], "non-empty array"),
+    (["gaussian_width = {range = [0.1, 0.3], scale = \"cubic\"}"], "scale"),
+    (["gaussian_width = [-0.1, 0.2]"], "[tune] gaussian_width: the kernel refuses -0.1"),
+    (["cutoff_smoothing = [0.5, 4.0]"], "[tune] cutoff_smoothing: the kernel refuses 4.0"),
+    (["cutoff = [2.0, 3.0]", "cutoff_smoothing = [2.5]"], "combination"),
+    (["radial_weight = [\"exp\", \"gauss\"]"], "radial_weight"),
+    (["nu_max = [0, 2]"], "nu_max"),
+    (["gaussian_width = [0.1]", f"n_search = {N_TRAIN + 1}"], "n_search"),
+    (["gaussian_width = [0.1]", "max_candidates = 0"], "max_candidates"),
+    (["gaussian_width = [0.1]", "max_seconds = 0"], "max_seconds"),
+    (["gaussian_width = [0.1]", "folds = 1"], "folds"),
+    (["n_search = 10"], "at least one kernel setting"),
+])
+def test_bad_tune_input_exits_2_with_one_line(case, tmp_path, tune, expected):
+    config = write_config(case, tune, name=f"bad{abs(hash(tuple(tune)))}.toml")
+    out = tmp_path / "out"
+    status, err = wkdist("tune", config, "--out", out)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wkdist: error:"), err
+    assert expected in lines[0]
+    assert not out.exists()  # nothing claims a search, finished or not
