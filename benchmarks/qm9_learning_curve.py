@@ -1,13 +1,11 @@
 """QM9 U0 test MAE against n_train for given kernel settings, mean and spread over random splits.
 
-The 5-split protocol of benchmarks/qm9_accuracy.py, for any [kernel] settings and several
-training-set sizes: the kernels of a pool of max(n_train) + n_test random QM9 molecules are
-computed once (cached in zarr, keyed by pool and settings; the cache format is the one of
-qm9_accuracy.py, so the two share caches); each split permutes the pool, tests on n_test
+Mean and spread over random splits, for any [kernel] settings and several training-set
+sizes: the kernels of a pool of max(n_train) + n_test random QM9 molecules are computed once
+(cached in zarr, keyed by pool and settings); each split permutes the pool, tests on n_test
 molecules and trains on the first n of the rest for every n (nested training sets), with the
 per-element baseline and (c0, a, b) chosen by k-fold CV on the training part only, and the
-KRR solved exactly as `wkdist fit` does (same modules, dense at this size). With a single
-n_train equal to pool - n_test the splits are exactly those of qm9_accuracy.py.
+KRR solved exactly as `wkdist fit` does (same modules, dense at this size).
 
     # reference settings (SPEC section 5)
     python benchmarks/qm9_learning_curve.py --n-train 500 --n-test 500 --json ref.json
