@@ -17,6 +17,24 @@ import pytest
 ASE_SHAPE_WARNING = pytest.mark.filterwarnings(
     "ignore:Setting the shape on a NumPy array:DeprecationWarning")
 
+def random_atoms(n: int, *, seed: int, elements=("H", "C", "O")) -> list:
+    """``n`` random molecules of 3-6 atoms, no two atoms closer than 0.9 Å (seeded)."""
+    from ase import Atoms
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        count = int(rng.integers(3, 7))
+        symbols = [str(s) for s in rng.choice(elements, size=count)]
+        positions: list[np.ndarray] = []
+        while len(positions) < count:
+            p = rng.uniform(0.0, 2.5, 3)
+            if all(np.linalg.norm(p - q) > 0.9 for q in positions):
+                positions.append(p)
+        frames.append(Atoms(symbols, positions=np.array(positions)))
+    return frames
+
+
 NAMES = ["H2O", "CH4", "NH3", "C2H6", "CH3OH", "C2H4", "HCN", "CO2", "H2CO", "C2H2"]
 KERNEL = {"nu_max": 3, "lambda_max": 2}
 

@@ -14,31 +14,16 @@ from wkdist import KernelSettings, structure_kernels
 from wkdist.errors import DataError, StoreError
 from wkdist.model import FORMAT_VERSION, baseline_values, load_model, save_model
 
-from store_helpers import ASE_SHAPE_WARNING
+from store_helpers import ASE_SHAPE_WARNING, random_atoms
 
 pytestmark = ASE_SHAPE_WARNING
 SETTINGS = KernelSettings(nu_max=2, lambda_max=2)
 BASELINE = {"H": -0.5, "C": -3.0, "O": -4.0}
 
 
-def frames_of(n: int, *, seed: int, elements=("H", "C", "O")) -> list[Atoms]:
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        count = int(rng.integers(3, 7))
-        symbols = [str(s) for s in rng.choice(elements, size=count)]
-        positions: list[np.ndarray] = []
-        while len(positions) < count:
-            p = rng.uniform(0.0, 2.5, 3)
-            if all(np.linalg.norm(p - q) > 0.9 for q in positions):
-                positions.append(p)
-        frames.append(Atoms(symbols, positions=np.array(positions)))
-    return frames
-
-
 @pytest.fixture
 def saved(tmp_path):
-    train = frames_of(9, seed=1)
+    train = random_atoms(9, seed=1)
     # one periodic training structure: its cell and pbc must survive the round trip
     train[4].cell = np.diag([6.0, 7.0, 8.0])
     train[4].pbc = [True, True, False]
@@ -85,7 +70,7 @@ def test_save_over_an_existing_model_replaces_it(saved, tmp_path):
 def test_predict_is_the_contract_formula(saved):
     path, train, alpha = saved
     model = load_model(path)
-    new = frames_of(5, seed=3)
+    new = random_atoms(5, seed=3)
     c = np.array([0.3, 0.02, 0.001])
     kernels = structure_kernels(new, train, settings=SETTINGS)  # (n, n_train, nu_max + 1)
     b = np.array([sum(BASELINE[s] for s in a.get_chemical_symbols()) for a in new])
@@ -103,7 +88,7 @@ def test_unseen_elements_and_baseline_values(saved):
     model = load_model(path)
     mixed = Atoms("CNF", positions=[[0, 0, 0], [1.2, 0, 0], [0, 1.3, 0]])
     assert model.unseen_elements([mixed]) == ["N", "F"]  # by atomic number
-    assert model.unseen_elements(frames_of(3, seed=4)) == []
+    assert model.unseen_elements(random_atoms(3, seed=4)) == []
     lone = Atoms("Ne2", positions=[[0, 0, 0], [1.5, 0, 0]])
     assert model.predict([lone])[0] == 0.0  # no kernel, no baseline weight
     np.testing.assert_array_equal(

@@ -29,7 +29,7 @@ from wkdist.cli import main
 from wkdist.config import load_config
 from wkdist.dataset import load_dataset
 
-from store_helpers import ASE_SHAPE_WARNING
+from store_helpers import ASE_SHAPE_WARNING, random_atoms
 
 pytestmark = ASE_SHAPE_WARNING
 
@@ -43,30 +43,19 @@ N_TRAIN, N_TEST = 14, 6
 
 
 def random_molecules(n: int, *, seed: int, elements=ELEMENTS, energy: bool = True) -> list:
-    """``n`` random molecules of 3-6 atoms (no two atoms closer than 0.9 Å)."""
-    from ase import Atoms
+    """``random_atoms`` with an energy: per-element terms plus a decaying pair term."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        count = int(rng.integers(3, 7))
-        symbols = [str(s) for s in rng.choice(elements, size=count)]
-        positions: list[np.ndarray] = []
-        while len(positions) < count:
-            p = rng.uniform(0.0, 2.5, 3)
-            if all(np.linalg.norm(p - q) > 0.9 for q in positions):
-                positions.append(p)
-        pos = np.array(positions)
+    frames = random_atoms(n, seed=seed, elements=elements)
+    for atoms in frames:
+        symbols, pos = atoms.get_chemical_symbols(), atoms.positions
         e = sum(E_ATOM.get(s, -1.0) for s in symbols)
-        for a in range(count):
+        for a in range(len(atoms)):
             for b in range(a):
                 e += (W_PAIR.get(symbols[a], 0.5) * W_PAIR.get(symbols[b], 0.5)
                       * np.exp(-np.linalg.norm(pos[a] - pos[b])))
-        atoms = Atoms(symbols, positions=pos)
         if energy:
             atoms.calc = SinglePointCalculator(atoms, energy=float(e))
-        frames.append(atoms)
     return frames
 
 

@@ -26,7 +26,7 @@ from wkdist import KernelSettings, structure_kernels
 from wkdist.cli import main
 from wkdist.config import load_config
 
-from store_helpers import ASE_SHAPE_WARNING
+from store_helpers import ASE_SHAPE_WARNING, random_atoms
 
 pytestmark = ASE_SHAPE_WARNING
 
@@ -37,29 +37,11 @@ N_TRAIN, N_TEST = 48, 12
 GRID = 'gaussian_width = {range = [0.05, 0.8], scale = "log", points = 5}'  # 0.05 .. 0.8, x2
 
 
-def random_molecules(n: int, *, seed: int) -> list:
-    """``n`` random molecules of 3-6 H/C/O atoms (no two atoms closer than 0.9 Å)."""
-    from ase import Atoms
-
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        count = int(rng.integers(3, 7))
-        symbols = [str(s) for s in rng.choice(("H", "C", "O"), size=count)]
-        positions: list[np.ndarray] = []
-        while len(positions) < count:
-            p = rng.uniform(0.0, 2.5, 3)
-            if all(np.linalg.norm(p - q) > 0.9 for q in positions):
-                positions.append(p)
-        frames.append(Atoms(symbols, positions=np.array(positions)))
-    return frames
-
-
 def make_data(directory: Path) -> None:
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    frames = random_molecules(N_TRAIN + N_TEST, seed=3)
+    frames = random_atoms(N_TRAIN + N_TEST, seed=3)
     K = structure_kernels(frames, settings=KernelSettings(gaussian_width=TRUE_WIDTH, **KERNEL))
     mixed = K[..., 1] + K[..., 2] / 2
     y = mixed[:, :8] @ np.random.default_rng(1).normal(size=8)
