@@ -21,6 +21,7 @@ from ase import Atoms
 
 from .config import DataConfig
 from .errors import DataError
+from .targets import normalize_targets
 
 __all__ = ["Dataset", "load_dataset", "read_frames", "read_targets", "fingerprint"]
 
@@ -107,7 +108,8 @@ def read_frames(path: Path | str) -> list[Atoms]:
 
 
 def read_targets(frames: Sequence[Atoms], key: str, *, name: str) -> np.ndarray:
-    """Target of every frame: (n,) for scalars, (n, components) otherwise."""
+    """Target of every frame: (n,) scalars, (n, 3) vectors or (n, 6) symmetric tensors
+    (``wkdist.targets``: 9 numbers are checked for symmetry and reduced to 6)."""
     values = []
     for position, atoms in enumerate(frames):
         if key in atoms.info:
@@ -128,8 +130,7 @@ def read_targets(frames: Sequence[Atoms], key: str, *, name: str) -> np.ndarray:
             raise DataError(f"{name}: structure {position}: target {key!r} has "
                             f"{value.size} components, structure 0 has {values[0].size}")
         values.append(value)
-    y = np.stack(values)
-    return y[:, 0] if y.shape[1] == 1 else y
+    return normalize_targets(np.stack(values), name=f"{name}: target {key!r}")
 
 
 def _choose(n_available: int, n_wanted: int | None, rng: np.random.Generator,
@@ -147,6 +148,11 @@ def load_dataset(config: DataConfig) -> Dataset:
     if config.source == "qm9":
         from .data.qm9 import load_qm9  # optional data package; imported only when asked for
 
+        if config.target == "polarizability":
+            # qm9pack's tensors are not in the frame of its coordinates (issue 6): a covariant
+            # fit would learn noise. Its invariants would be fine, but they are not stored.
+            raise DataError("[data] target: 'polarizability' of QM9 cannot be fitted: qm9pack's "
+                            "tensors are not given in the frame of its coordinates")
         qm9 = load_qm9()
         total = config.n_train + config.n_test
         if total > qm9.n:
