@@ -25,8 +25,12 @@ from .structures import pack_structures
 __all__ = [
     "TRAIN",
     "TEST",
+    "kernel_array",
+    "array_lambda",
+    "is_train",
     "Tile",
     "tile_bounds",
+    "matrix_bounds",
     "all_tiles",
     "pack_block",
     "tile_values",
@@ -37,11 +41,30 @@ __all__ = [
 
 TRAIN = "K_train"  # (nu_max + 1, n_train, n_train): tiles I <= J computed, the rest mirrored
 TEST = "K_test"  # (nu_max + 1, n_test, n_train): every tile computed
+# Equivariant kernels (vector and tensor targets) of order lambda >= 1 live in
+# K_train_lambda<L> / K_test_lambda<L>: each structure owns 2L + 1 consecutive rows and columns
+# (row = structure * (2L + 1) + mu), so a tile of T structures is a (T (2L+1))^2 block.
+
+
+def kernel_array(side: str, lam: int) -> str:
+    """Array name of the train or test kernels of order ``lam``."""
+    base = TRAIN if side == "train" else TEST
+    return base if lam == 0 else f"{base}_lambda{lam}"
+
+
+def array_lambda(name: str) -> int:
+    """lambda of a kernel array name (0 for K_train / K_test)."""
+    _, _, suffix = name.partition("_lambda")
+    return int(suffix) if suffix else 0
+
+
+def is_train(name: str) -> bool:
+    return name.startswith(TRAIN)
 
 
 @dataclass(frozen=True, order=True)
 class Tile:
-    """Tile (row, col) of ``array``: rows row*T .. and columns col*T .. of the matrix."""
+    """Tile (row, col) of ``array``: structures row*T .. against structures col*T .."""
 
     array: str
     row: int
@@ -49,8 +72,12 @@ class Tile:
 
     @property
     def mirrored(self) -> bool:
-        """True for a K_train tile above the diagonal: its task also writes (col, row)."""
-        return self.array == TRAIN and self.row != self.col
+        """True for a train tile above the diagonal: its task also writes (col, row)."""
+        return is_train(self.array) and self.row != self.col
+
+    @property
+    def lam(self) -> int:
+        return array_lambda(self.array)
 
     def __str__(self) -> str:
         return f"{self.array}[{self.row},{self.col}]"
@@ -65,11 +92,23 @@ def n_blocks(n: int, tile_size: int) -> int:
     return -(-n // tile_size)
 
 
-def all_tiles(n_train: int, n_test: int, tile_size: int) -> list[Tile]:
-    """Every tile a complete store needs, in a fixed order (K_train upper triangle, K_test)."""
+def matrix_bounds(index: int, tile_size: int, n: int, lam: int) -> slice:
+    """Matrix rows/columns of tile row/column ``index`` in an array of order ``lam``."""
+    d = 2 * lam + 1
+    structures = tile_bounds(index, tile_size, n)
+    return slice(structures.start * d, structures.stop * d)
+
+
+def all_tiles(n_train: int, n_test: int, tile_size: int,
+              lambdas: Sequence[int] = (0,)) -> list[Tile]:
+    """Every tile a complete store needs, in a fixed order: per lambda, the train upper
+    triangle, then the test tiles."""
     nt, ns = n_blocks(n_train, tile_size), n_blocks(n_test, tile_size)
-    tiles = [Tile(TRAIN, i, j) for i in range(nt) for j in range(i, nt)]
-    tiles += [Tile(TEST, i, j) for i in range(ns) for j in range(nt)]
+    tiles = []
+    for lam in lambdas:
+        train, test = kernel_array("train", lam), kernel_array("test", lam)
+        tiles += [Tile(train, i, j) for i in range(nt) for j in range(i, nt)]
+        tiles += [Tile(test, i, j) for i in range(ns) for j in range(nt)]
     return tiles
 
 
@@ -83,8 +122,10 @@ def pack_block(frames: Sequence[Atoms], *, settings: KernelSettings,
 
 
 def tile_values(packed_a: PackedArrays, packed_b: PackedArrays | None, *,
-                settings: KernelSettings, threads: int | None = None) -> np.ndarray:
-    """Kernel values of one tile as stored: (nu_max + 1, n_a, n_b) float64.
+                settings: KernelSettings, threads: int | None = None,
+                lam: int = 0) -> np.ndarray:
+    """Kernel values of one tile as stored: (nu_max + 1, n_a d, n_b d) float64, d = 2 lam + 1,
+    row a d + mu, column b d + mu'.
 
     ``packed_b=None`` is a diagonal tile. ``threads`` caps numba's threads in this process so
     that several worker processes on one node do not oversubscribe its cores; values do not
@@ -94,8 +135,11 @@ def tile_values(packed_a: PackedArrays, packed_b: PackedArrays | None, *,
         import numba
 
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    block = kernel_block(packed_a, packed_b, settings=settings)
-    return np.ascontiguousarray(block.transpose(2, 0, 1))
+    block = kernel_block(packed_a, packed_b, settings=settings, lam=lam)
+    if lam == 0:
+        return np.ascontiguousarray(block.transpose(2, 0, 1))
+    n_a, n_b, depth, d, _ = block.shape
+    return np.ascontiguousarray(block.transpose(2, 0, 3, 1, 4)).reshape(depth, n_a * d, n_b * d)
 
 
 @dataclass(frozen=True)
@@ -114,11 +158,11 @@ def run_tile(tile: Tile, packed_a: PackedArrays, packed_b: PackedArrays | None, 
     """Compute one tile and hand it to ``write``. Pure and idempotent: rerunning rewrites the
     same bytes, so a task Dask retries after a lost worker is harmless."""
     start = time.perf_counter()
-    values = tile_values(packed_a, packed_b, settings=settings, threads=threads)
+    values = tile_values(packed_a, packed_b, settings=settings, threads=threads, lam=tile.lam)
     computed = time.perf_counter()
     write(tile, values)
-    n_a, n_b = values.shape[1:]
-    pairs = n_a * (n_a + 1) // 2 if packed_b is None else n_a * n_b
+    n_a = packed_a.n_structures
+    pairs = n_a * (n_a + 1) // 2 if packed_b is None else n_a * packed_b.n_structures
     return TileResult(tile, computed - start, time.perf_counter() - computed, pairs)
 
 
@@ -161,7 +205,7 @@ def build_graph(
     keys = []
     for tile in tiles:
         key = "wkdist-tile-" + tokenize(token, tile.array, tile.row, tile.col)
-        if tile.array == TRAIN:
+        if is_train(tile.array):
             a = pack_key("train", tile.row)
             b = None if tile.row == tile.col else pack_key("train", tile.col)
         else:

@@ -12,6 +12,18 @@ Layout (``T`` = tile size, ``nt`` / ``ns`` = tile rows of the train / test set):
     STORE/tiles/K_train        (nt, nt, 4) uint64, chunks (1, 1, 4): completion markers
     STORE/tiles/K_test         (ns, nt, 4) uint64, chunks (1, 1, 4)
 
+Vector and tensor targets (``wkdist.targets``) are fitted per irreducible part lambda; the
+attribute ``lambdas`` lists the parts (scalar [0], vector [1], tensor [0, 2]). For lambda >= 1
+the kernels are (2 lambda + 1) x (2 lambda + 1) blocks per structure pair, stored flat with
+d = 2 lambda + 1 consecutive rows per structure (row = structure * d + mu)::
+
+    STORE/K_train_lambda<L>    (nu_max + 1, n_train d, n_train d), chunks (nu_max + 1, T d, T d)
+    STORE/K_test_lambda<L>     (nu_max + 1, n_test d, n_train d),  chunks (nu_max + 1, T d, T d)
+    STORE/tiles/K_train_lambda<L>, STORE/tiles/K_test_lambda<L>   markers as above
+
+K^0 (nu = 0) is zero for lambda >= 1 and kept only so every array has the same depth. lambda = 0
+always uses K_train / K_test, so a tensor's trace part is exactly the scalar path.
+
 Every kernel chunk is one whole tile (no sharding: a partial write is a read-modify-write),
 fill value NaN, empty chunks written, a Crc32c checksum instead of a compressor (tiles compress
 only ~1.1x; the checksum catches flipped bytes and truncation).
@@ -45,7 +57,8 @@ from zarr.codecs import Crc32cCodec
 
 from .durable import DurableTree, fsync_path
 from .errors import StoreError
-from .graph import TEST, TRAIN, Tile, all_tiles, n_blocks, tile_bounds
+from .graph import (Tile, all_tiles, array_lambda, is_train, kernel_array, matrix_bounds,
+                    n_blocks)
 from .settings import KernelSettings
 
 __all__ = [
@@ -72,10 +85,14 @@ def strict_reads() -> Any:
     return zarr.config.set({"array.read_missing_chunks": False})
 
 
-def params_hash(settings: KernelSettings, data_fingerprint: str, tile_size: int) -> str:
+def params_hash(settings: KernelSettings, data_fingerprint: str, tile_size: int,
+                lambdas: tuple[int, ...] = (0,)) -> str:
     """Hash of everything a tile's values depend on; markers and Dask keys carry it."""
-    blob = json.dumps({"format": FORMAT, "settings": settings.to_dict(),
-                       "data": data_fingerprint, "tile_size": tile_size}, sort_keys=True)
+    content: dict[str, Any] = {"format": FORMAT, "settings": settings.to_dict(),
+                               "data": data_fingerprint, "tile_size": tile_size}
+    if tuple(lambdas) != (0,):  # scalar stores keep the hash they had before lambdas existed
+        content["lambdas"] = list(lambdas)
+    blob = json.dumps(content, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -125,18 +142,28 @@ class KernelStore:
     def settings(self) -> KernelSettings:
         return KernelSettings(**self.meta["settings"])
 
+    @property
+    def lambdas(self) -> tuple[int, ...]:
+        """Irreducible parts whose kernels the store holds (stores before targets: (0,))."""
+        return tuple(int(lam) for lam in self.meta.get("lambdas", (0,)))
+
+    def arrays(self) -> list[str]:
+        """Kernel array names, train then test per lambda."""
+        return [kernel_array(side, lam) for lam in self.lambdas for side in ("train", "test")]
+
     def tiles(self) -> list[Tile]:
-        return all_tiles(self.n_train, self.n_test, self.tile_size)
+        return all_tiles(self.n_train, self.n_test, self.tile_size, self.lambdas)
 
     def writer(self) -> TileWriter:
+        shape = {name: (self.n_train if is_train(name) else self.n_test, self.n_train)
+                 for name in self.arrays()}
         return TileWriter(self.path, params_hash=self.params_hash, tile_size=self.tile_size,
-                          shape={TRAIN: (self.n_train, self.n_train),
-                                 TEST: (self.n_test, self.n_train)})
+                          shape=shape)
 
 
 def _describe_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {"settings": meta["settings"], "tile_size": meta["tile_size"],
-            "data": meta["data"]}
+            "data": meta["data"], "lambdas": list(meta.get("lambdas", [0]))}
 
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -147,6 +174,9 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
             out.append(f"kernel {key} {a!r} in the store, {b!r} now")
     if old["tile_size"] != new["tile_size"]:
         out.append(f"tile_size {old['tile_size']} in the store, {new['tile_size']} now")
+    if old.get("lambdas", [0]) != new.get("lambdas", [0]):
+        out.append(f"target parts (lambda) {old.get('lambdas', [0])} in the store, "
+                   f"{new.get('lambdas', [0])} now")
     for key in ("n_train", "n_test", "target"):
         if old["data"].get(key) != new["data"].get(key):
             out.append(f"{key} {old['data'].get(key)!r} in the store, "
@@ -190,9 +220,11 @@ def create_store(path: Path | str, *, settings: KernelSettings, dataset: Any,
     crash while creating it leaves no half-made store at ``path``.
     """
     from . import __version__
+    from .targets import lambdas_of, target_kind
 
     path = Path(path)
     fingerprint = dataset.fingerprint()
+    lambdas = lambdas_of(target_kind(dataset.y_train))
     meta = {
         "format": FORMAT,
         "version": __version__,
@@ -201,7 +233,8 @@ def create_store(path: Path | str, *, settings: KernelSettings, dataset: Any,
         "data": {"n_train": dataset.n_train, "n_test": dataset.n_test,
                  "target": dataset.target, "unit": dataset.unit,
                  "fingerprint": fingerprint, "source": source},
-        "params_hash": params_hash(settings, fingerprint, tile_size),
+        "lambdas": list(lambdas),
+        "params_hash": params_hash(settings, fingerprint, tile_size, lambdas),
     }
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         _, old = _read_meta(path)
@@ -212,7 +245,7 @@ def create_store(path: Path | str, *, settings: KernelSettings, dataset: Any,
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.creating"
-        _build(temporary, meta, settings, dataset, tile_size)
+        _build(temporary, meta, settings, dataset, tile_size, lambdas)
         if path.exists():
             path.rmdir()  # an empty directory the user made for us
         os.rename(temporary, path)
@@ -224,13 +257,16 @@ def create_store(path: Path | str, *, settings: KernelSettings, dataset: Any,
 
 
 def _build(root: Path, meta: dict[str, Any], settings: KernelSettings, dataset: Any,
-           tile_size: int) -> None:
+           tile_size: int, lambdas: tuple[int, ...]) -> None:
     group = zarr.open_group(zarr.storage.LocalStore(root), mode="w-", attributes={"wkdist": meta})
     n_train, n_test, depth = dataset.n_train, dataset.n_test, settings.nu_max + 1
-    for name, rows in ((TRAIN, n_train), (TEST, n_test)):
-        group.create_array(name, shape=(depth, rows, n_train), chunks=(depth, tile_size, tile_size),
-                           dtype="float64", fill_value=np.nan, compressors=[Crc32cCodec()],
-                           config={"write_empty_chunks": True})
+    for lam in lambdas:
+        d = 2 * lam + 1
+        for side, rows in (("train", n_train), ("test", n_test)):
+            group.create_array(kernel_array(side, lam), shape=(depth, rows * d, n_train * d),
+                               chunks=(depth, tile_size * d, tile_size * d), dtype="float64",
+                               fill_value=np.nan, compressors=[Crc32cCodec()],
+                               config={"write_empty_chunks": True})
     for name, values in (("y_train", dataset.y_train), ("y_test", dataset.y_test),
                          ("train_index", dataset.train_index), ("test_index", dataset.test_index)):
         values = np.asarray(values)
@@ -241,10 +277,11 @@ def _build(root: Path, meta: dict[str, Any], settings: KernelSettings, dataset: 
         array[...] = values
     markers = group.create_group("tiles")
     nt, ns = n_blocks(n_train, tile_size), n_blocks(n_test, tile_size)
-    for name, rows in ((TRAIN, nt), (TEST, ns)):
-        markers.create_array(name, shape=(rows, nt, 4), chunks=(1, 1, 4), dtype="uint64",
-                             fill_value=0, compressors=[Crc32cCodec()],
-                             config={"write_empty_chunks": True})
+    for lam in lambdas:
+        for side, rows in (("train", nt), ("test", ns)):
+            markers.create_array(kernel_array(side, lam), shape=(rows, nt, 4), chunks=(1, 1, 4),
+                                 dtype="uint64", fill_value=0, compressors=[Crc32cCodec()],
+                                 config={"write_empty_chunks": True})
     for directory, _, files in os.walk(root):  # the rename publishes these: make them durable
         for name in files:
             fsync_path(Path(directory) / name)
@@ -282,9 +319,10 @@ class TileWriter:
         return self._arrays[name]
 
     def _write_chunk(self, name: str, row: int, col: int, values: np.ndarray) -> int:
-        n_rows, n_cols = self.shape[name]
-        rows = tile_bounds(row, self.tile_size, n_rows)
-        cols = tile_bounds(col, self.tile_size, n_cols)
+        n_rows, n_cols = self.shape[name]  # structures
+        lam = array_lambda(name)
+        rows = matrix_bounds(row, self.tile_size, n_rows, lam)
+        cols = matrix_bounds(col, self.tile_size, n_cols, lam)
         self._array(name)[:, rows, cols] = values
         chunk = _chunk_path(self.path, name, (0, row, col))
         self._durable.sync(chunk)
@@ -328,7 +366,7 @@ def _chunk_files(store: KernelStore, tile: Tile) -> list[Path]:
 def done_tiles(store: KernelStore) -> list[tuple[Tile, np.ndarray]]:
     """Tiles whose marker is valid for this store and whose chunk files exist, with markers."""
     expected = _hash64(store.params_hash)
-    markers = {name: _markers(store, name) for name in (TRAIN, TEST)}
+    markers = {name: _markers(store, name) for name in store.arrays()}
     done = []
     for tile in store.tiles():
         marker = markers[tile.array][tile.row, tile.col]
@@ -355,11 +393,11 @@ def _tile_ok(store: KernelStore, tile: Tile, marker: np.ndarray) -> bool:
         except OSError:
             return False
     array = store.group[tile.array]
-    n_rows, n_cols = array.shape[1:]
+    n_rows = store.n_train if is_train(tile.array) else store.n_test
     regions = [(tile.row, tile.col)] + ([(tile.col, tile.row)] if tile.mirrored else [])
     for row, col in regions:
-        rows = tile_bounds(row, store.tile_size, n_rows)
-        cols = tile_bounds(col, store.tile_size, n_cols)
+        rows = matrix_bounds(row, store.tile_size, n_rows, tile.lam)
+        cols = matrix_bounds(col, store.tile_size, store.n_train, tile.lam)
         try:
             with strict_reads():
                 values = array[:, rows, cols]
@@ -402,5 +440,5 @@ def progress_counts(store: KernelStore) -> dict[str, tuple[int, int]]:
     done = [tile for tile, _ in done_tiles(store)]
     total = store.tiles()
     return {name: (sum(t.array == name for t in done), sum(t.array == name for t in total))
-            for name in (TRAIN, TEST)}
+            for name in store.arrays()}
 
