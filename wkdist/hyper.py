@@ -115,14 +115,20 @@ def holdout_split(n: int, fraction: float, seed: int) -> list[tuple[np.ndarray, 
     return [(np.sort(perm[n_val:]), np.sort(perm[:n_val]))]
 
 
-def _errors(residuals: list[np.ndarray]) -> tuple[float, float]:
+def _errors(residuals: list[np.ndarray], block: int = 1) -> tuple[float, float]:
+    """(MAE, RMSE) of the residuals. With ``block`` > 1 (rows of one structure's equivariant
+    part) the "MAE" is the mean Euclidean norm of a structure's error: the components' MAE
+    would depend on the frame the data happen to be given in, and so would the chosen fit."""
     r = np.concatenate([np.ravel(x) for x in residuals])
-    return float(np.mean(np.abs(r))), float(np.sqrt(np.mean(r * r)))
+    rmse = float(np.sqrt(np.mean(r * r)))
+    if block == 1:
+        return float(np.mean(np.abs(r))), rmse
+    return float(np.mean(np.linalg.norm(r.reshape(-1, block), axis=1))), rmse
 
 
 def cv_error(K_nu: np.ndarray, y: np.ndarray, coefficients: Sequence[float], *,
              splits: list[tuple[np.ndarray, np.ndarray]], regularization: float = 1.0,
-             loss: str = "mae", blas_threads: int = 1) -> float:
+             loss: str = "mae", blas_threads: int = 1, block: int = 1) -> float:
     """Validation error of the given coefficients by a Cholesky solve per fold (reference)."""
     y = np.asarray(y, dtype=np.float64)
     residuals = []
@@ -138,8 +144,15 @@ def cv_error(K_nu: np.ndarray, y: np.ndarray, coefficients: Sequence[float], *,
                 return math.inf
             alpha = scipy.linalg.cho_solve(factor, y[train], check_finite=False)
             residuals.append(K[np.ix_(val, train)] @ alpha - y[val])
-    mae, rmse = _errors(residuals)
+    mae, rmse = _errors(residuals, block)
     return mae if loss == "mae" else rmse
+
+
+def _rows(structures: np.ndarray, block: int) -> np.ndarray:
+    """Matrix rows of ``structures`` when each owns ``block`` consecutive rows."""
+    if block == 1:
+        return structures
+    return (structures[:, None] * block + np.arange(block)).reshape(-1)
 
 
 # --------------------------------------------------------------------------- the profile search
@@ -153,8 +166,9 @@ class _Problem:
     MU_ABOVE = 3.0     # decades above it
 
     def __init__(self, K_nu: np.ndarray, y: np.ndarray, splits, regularization: float,
-                 loss: str) -> None:
+                 loss: str, block: int = 1) -> None:
         self.nu_max = K_nu.shape[0] - 1
+        self.block = block
         self.regularization = regularization
         self.loss = loss
         self.folds = [(K_nu[:, t][:, :, t], K_nu[:, v][:, :, t], y[t], y[v]) for t, v in splits]
@@ -198,7 +212,7 @@ class _Problem:
                     scale = 1.0 / (w + mu)
                     coef = q * scale if q.ndim == 1 else q * scale[:, None]
                     residuals.append(p @ coef - yv)
-                mae, rmse = _errors(residuals)
+                mae, rmse = _errors(residuals, self.block)
             if not (math.isfinite(mae) and math.isfinite(rmse)):
                 return math.inf, math.inf
             return (mae, rmse) if self.loss == "mae" else (rmse, mae)
@@ -229,8 +243,8 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
                holdout_fraction: float = 0.2, max_size: int | None = None, loss: str = "mae",
                log10_b: tuple[float, float, float] = (-2.0, 2.0, 0.5),
                log10_r: tuple[float, float, float] = (-3.0, 1.0, 1.0),
-               polish: bool = True, max_polish: int = 60, blas_threads: int = 1
-               ) -> MixingResult:
+               polish: bool = True, max_polish: int = 60, blas_threads: int = 1,
+               block: int = 1) -> MixingResult:
     """Choose c0, a, b (c_nu = a b^nu / nu!) by cross-validation on in-memory kernels.
 
     K_nu: (nu_max + 1, n, n) stacked training kernels; y: (n,) or (n, k) targets (already minus
@@ -240,15 +254,24 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
     same for log10 of r = c0 / a relative to r_ref = mean diag(S(b)) / mean diag(K^0), where
     S(b) = sum_nu b^nu / nu! K^nu. ``polish``: Nelder-Mead from the best grid point. Returns the
     chosen coefficients and their pooled validation MAE and RMSE.
+
+    ``block``: matrix rows per structure (2 lambda + 1 for the equivariant kernels of a vector
+    or tensor part, whose y is flattened the same way): folds, the subset and ``n_used`` count
+    structures, so a structure's components are never split between training and validation;
+    the MAE is then the mean norm of a structure's error (rotation invariant, see ``_errors``).
+    K^0 of such kernels is zero, and c0 is then 0.
     """
     start = time.perf_counter()
     K_nu = np.asarray(K_nu, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if K_nu.ndim != 3 or K_nu.shape[1] != K_nu.shape[2]:
         raise DataError(f"K_nu: expected shape (nu_max + 1, n, n), got {K_nu.shape}")
-    n = K_nu.shape[1]
-    if y.shape[:1] != (n,) or y.ndim not in (1, 2):
-        raise DataError(f"y: expected shape ({n},) or ({n}, k), got {y.shape}")
+    rows = K_nu.shape[1]
+    if y.shape[:1] != (rows,) or y.ndim not in (1, 2):
+        raise DataError(f"y: expected shape ({rows},) or ({rows}, k), got {y.shape}")
+    if block < 1 or rows % block:
+        raise DataError(f"block: expected a divisor of the {rows} kernel rows, got {block!r}")
+    n = rows // block
     if not (np.all(np.isfinite(K_nu)) and np.all(np.isfinite(y))):
         raise DataError("K_nu and y must be finite")
     if mode not in ("kfold", "holdout"):
@@ -258,13 +281,15 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
     if not regularization > 0:
         raise ValueError(f"regularization: expected a number > 0, got {regularization!r}")
     if max_size is not None and n > max_size:
-        subset = np.sort(np.random.default_rng(seed).choice(n, size=max_size, replace=False))
+        subset = _rows(np.sort(np.random.default_rng(seed).choice(n, size=max_size,
+                                                                  replace=False)), block)
         K_nu, y, n = K_nu[:, subset][:, :, subset], y[subset], max_size
     splits = (kfold_splits(n, folds, seed) if mode == "kfold"
               else holdout_split(n, holdout_fraction, seed))
+    splits = [(_rows(t, block), _rows(v, block)) for t, v in splits]
 
     with threadpool_limits(blas_threads):
-        problem = _Problem(K_nu, y, splits, regularization, loss)
+        problem = _Problem(K_nu, y, splits, regularization, loss, block)
         nu_max = problem.nu_max
         diag = np.array([float(np.mean(np.diag(k))) for k in K_nu])
 
@@ -328,9 +353,9 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
         coefficients = problem.shape(log_r, log_b) * a
         # report the errors of the final fit's own algebra (a Cholesky per fold)
         mae = cv_error(K_nu, y, coefficients, splits=splits, regularization=regularization,
-                       blas_threads=blas_threads)
+                       blas_threads=blas_threads, block=block)
         rmse = cv_error(K_nu, y, coefficients, splits=splits, regularization=regularization,
-                        loss="rmse", blas_threads=blas_threads)
+                        loss="rmse", blas_threads=blas_threads, block=block)
         if nu_max == 0:
             c0, a_out, b_out = float(coefficients[0]), 0.0, 0.0
         else:
