@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -10,6 +13,8 @@ import numpy as np
 from ase.build import molecule as _ase_molecule
 
 import pytest
+
+import wkdist.cli
 
 # ase 3.29 under numpy 2.5 emits a DeprecationWarning ("Setting the shape on a NumPy array") in
 # Atoms.copy, which ase.build.molecule and ase.io.write call; filterwarnings=error would turn it
@@ -100,3 +105,29 @@ def read_kernels(store_path: Path) -> tuple[np.ndarray, np.ndarray]:
     group = zarr.open_group(store_path, mode="r")
     with strict_reads():
         return group["K_train"][...], group["K_test"][...]
+
+
+def wkdist_cli(*argv) -> tuple[int, str, str]:
+    """``wkdist.cli.main`` in this process; returns (status, stdout, stderr).
+
+    The ``wkdist`` logger's handler is bound to the stderr of the first ``main`` call, so it is
+    removed before and after: each call gets one on the stderr captured here.
+    """
+    logger = logging.getLogger("wkdist")
+    saved = logger.handlers[:]
+    logger.handlers[:] = []
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = wkdist.cli.main([str(a) for a in argv])
+    finally:
+        logger.handlers[:] = saved
+    return status, out.getvalue(), err.getvalue()
+
+
+def error_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    assert err.count("wkdist: error:") == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("wkdist: error: "), err
+    return last

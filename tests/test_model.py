@@ -12,7 +12,7 @@ from ase import Atoms
 
 from wkdist import KernelSettings, structure_kernels
 from wkdist.errors import DataError, StoreError
-from wkdist.model import FORMAT_VERSION, baseline_values, load_model, save_model
+from wkdist.model import FORMAT_VERSION, Part, baseline_values, load_model, save_model
 
 from store_helpers import ASE_SHAPE_WARNING, random_atoms
 
@@ -28,8 +28,9 @@ def saved(tmp_path):
     train[4].cell = np.diag([6.0, 7.0, 8.0])
     train[4].pbc = [True, True, False]
     alpha = np.random.default_rng(2).normal(size=len(train))
-    path = save_model(tmp_path / "model", alpha=alpha, train_frames=train, settings=SETTINGS,
-                      coefficients=[0.3, 0.02, 0.001], regularization=0.7, baseline=BASELINE,
+    part = Part(lam=0, alpha=alpha, coefficients=np.array([0.3, 0.02, 0.001]),
+                regularization=0.7, baseline=BASELINE)
+    path = save_model(tmp_path / "model", parts=[part], train_frames=train, settings=SETTINGS,
                       target="energy", unit="eV", wkdist_version="test")
     return path, train, alpha
 
@@ -58,8 +59,8 @@ def test_round_trip(saved, tmp_path):
 
 def test_save_over_an_existing_model_replaces_it(saved, tmp_path):
     path, train, alpha = saved
-    save_model(path, alpha=2 * alpha, train_frames=train[:5] + train[5:], settings=SETTINGS,
-               coefficients=[1.0, 1.0, 1.0], regularization=1.0, baseline=None,
+    part = Part(lam=0, alpha=2 * alpha, coefficients=np.ones(3), regularization=1.0)
+    save_model(path, parts=[part], train_frames=train[:5] + train[5:], settings=SETTINGS,
                target="energy", unit=None, wkdist_version="test")
     model = load_model(path)
     np.testing.assert_array_equal(model.alpha, 2 * alpha)

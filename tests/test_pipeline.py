@@ -8,11 +8,8 @@ shared by the module; tests that change things work on a copy of its directory.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
-import logging
 import shutil
 import subprocess
 import sys
@@ -25,11 +22,11 @@ import scipy.linalg
 import zarr
 
 from wkdist import KernelSettings, structure_kernels
-from wkdist.cli import main
 from wkdist.config import load_config
 from wkdist.dataset import load_dataset
 
-from store_helpers import ASE_SHAPE_WARNING, random_atoms
+from store_helpers import ASE_SHAPE_WARNING, error_line, random_atoms
+from store_helpers import wkdist_cli as wkdist
 
 pytestmark = ASE_SHAPE_WARNING
 
@@ -95,24 +92,6 @@ def make_case(directory: Path) -> Path:
     return write_config(directory)
 
 
-def wkdist(*argv) -> tuple[int, str, str]:
-    """``wkdist.cli.main`` in this process; returns (status, stdout, stderr).
-
-    The ``wkdist`` logger's handler is bound to the stderr of the first ``main`` call, so it is
-    removed before and after: each call gets one on the stderr captured here.
-    """
-    logger = logging.getLogger("wkdist")
-    saved = logger.handlers[:]
-    logger.handlers[:] = []
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            status = main([str(a) for a in argv])
-    finally:
-        logger.handlers[:] = saved
-    return status, out.getvalue(), err.getvalue()
-
-
 def read_predictions(path: Path) -> tuple[list[str], list[list[str]]]:
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
@@ -149,14 +128,6 @@ def rebuild(case: Path, results: dict) -> tuple[np.ndarray, np.ndarray, np.ndarr
     matrix = k_train + hyper["regularization"] * np.eye(len(train))
     alpha = scipy.linalg.solve(matrix, y_train - b_train, assume_a="pos")
     return b_test + k_test @ alpha, b_test, alpha
-
-
-def error_line(err: str) -> str:
-    assert "Traceback" not in err, err
-    assert err.count("wkdist: error:") == 1, err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("wkdist: error: "), err
-    return last
 
 
 @pytest.fixture(scope="module")

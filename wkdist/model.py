@@ -9,6 +9,13 @@ Layout (format 1): a zarr 3 group with
   (KernelSettings fields), ``coefficients`` [c_0 .. c_nu_max], ``regularization``,
   ``baseline`` ({element symbol: weight} or null), ``target``, ``unit``.
 The model is exactly y_hat(x) = b(x) + sum_j K_mix(x, x_j) alpha_j (CONTRACTS.md).
+
+Vector and tensor targets (``wkdist.targets``) have one such model per irreducible part lambda:
+attribute ``kind`` ("vector" or "tensor"; absent for scalars) and ``parts`` = [{``lambda``,
+``coefficients``, ``regularization``, ``baseline``}], weights in ``alpha`` (lambda = 0) and
+``alpha_lambda<L>`` ((n_train (2L + 1),), row = structure * (2L + 1) + mu). Part lambda predicts
+y_lambda(x)_mu = b(x) [lambda = 0] + sum_{j, mu'} K^lambda_mix(x, x_j)_{mu mu'} alpha_{j mu'};
+the parts are put together into Cartesian form by ``wkdist.targets.from_spherical``.
 """
 
 from __future__ import annotations
@@ -31,11 +38,27 @@ from .errors import DataError, SettingsError, StoreError
 from .settings import KernelSettings
 from .structures import check_frames, pack_structures, species_of
 
-__all__ = ["Model", "save_model", "load_model", "baseline_values", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["Model", "Part", "save_model", "load_model", "baseline_values", "FORMAT",
+           "FORMAT_VERSION"]
 
 FORMAT = "wkdist-model"
 FORMAT_VERSION = 1
-_ARRAYS = ("alpha", "train_numbers", "train_positions", "train_atom_ptr", "train_cells", "train_pbc")
+_ARRAYS = ("train_numbers", "train_positions", "train_atom_ptr", "train_cells", "train_pbc")
+
+
+def _alpha_name(lam: int) -> str:
+    return "alpha" if lam == 0 else f"alpha_lambda{lam}"
+
+
+@dataclass(frozen=True, eq=False)
+class Part:
+    """The KRR model of one irreducible part lambda of the target."""
+
+    lam: int
+    alpha: np.ndarray
+    coefficients: np.ndarray
+    regularization: float
+    baseline: dict[str, float] | None = None  # lambda = 0 only
 
 
 def baseline_values(frames: Sequence[Atoms], baseline: dict[str, float] | None) -> np.ndarray:
@@ -55,14 +78,29 @@ def baseline_values(frames: Sequence[Atoms], baseline: dict[str, float] | None) 
 class Model:
     """A loaded model; ``predict`` applies it to new structures."""
 
-    alpha: np.ndarray
+    parts: tuple[Part, ...]
+    kind: str  # "scalar", "vector" or "tensor"
     train_frames: list[Atoms]
     settings: KernelSettings
-    coefficients: np.ndarray
-    regularization: float
-    baseline: dict[str, float] | None
     target: str
     unit: str | None
+
+    # the single part of a scalar model
+    @property
+    def alpha(self) -> np.ndarray:
+        return self.parts[0].alpha
+
+    @property
+    def coefficients(self) -> np.ndarray:
+        return self.parts[0].coefficients
+
+    @property
+    def regularization(self) -> float:
+        return self.parts[0].regularization
+
+    @property
+    def baseline(self) -> dict[str, float] | None:
+        return self.parts[0].baseline
 
     def unseen_elements(self, frames: Sequence[Atoms]) -> list[str]:
         """Element symbols in ``frames`` that no training structure has (their kernel is 0)."""
@@ -71,8 +109,9 @@ class Model:
         return [chemical_symbols[z] for z in sorted(new)]
 
     def kernel_rows(self, frames: Sequence[Atoms], *, client: Any = None,
-                    tile_size: int = 256) -> np.ndarray:
-        """K^nu(frames, train) as (nu_max + 1, n, n_train), tiled over the training set.
+                    tile_size: int = 256, lam: int = 0) -> np.ndarray:
+        """K^nu(frames, train) as (nu_max + 1, n d, n_train d), d = 2 lam + 1, tiled over the
+        training set (rows and columns as in the store).
 
         With a Dask ``client`` the tiles run on its workers; otherwise in this process.
         """
@@ -85,20 +124,32 @@ class Model:
             for start in range(0, len(self.train_frames), tile_size)
         ]
         if client is None:
-            parts = [kernel_block(packed, block, settings=self.settings) for block in blocks]
+            parts = [kernel_block(packed, block, settings=self.settings, lam=lam)
+                     for block in blocks]
         else:
             remote = client.scatter(packed, broadcast=True)
             futures = [client.submit(kernel_block, remote, block, settings=self.settings,
-                                     pure=True) for block in blocks]
+                                     lam=lam, pure=True) for block in blocks]
             parts = client.gather(futures)
-        return np.concatenate(parts, axis=1).transpose(2, 0, 1)
+        block = np.concatenate(parts, axis=1)
+        if lam == 0:
+            return block.transpose(2, 0, 1)
+        n, n_train, depth, d, _ = block.shape
+        return block.transpose(2, 0, 3, 1, 4).reshape(depth, n * d, n_train * d)
 
     def predict(self, frames: Sequence[Atoms], *, client: Any = None) -> np.ndarray:
-        kernels = self.kernel_rows(frames, client=client)
-        mixed = np.tensordot(self.coefficients, kernels, axes=1)
-        return baseline_values(frames, self.baseline).reshape(
-            (-1,) + (1,) * (self.alpha.ndim - 1)
-        ) + mixed @ self.alpha
+        """Predictions in the stored Cartesian form: (n,), (n, 3) or (n, 6) (wkdist.targets)."""
+        from .targets import from_spherical
+
+        values = {}
+        for part in self.parts:
+            kernels = self.kernel_rows(frames, client=client, lam=part.lam)
+            mixed = np.tensordot(part.coefficients, kernels, axes=1) @ part.alpha
+            if part.lam == 0:
+                values[0] = baseline_values(frames, part.baseline) + mixed
+            else:
+                values[part.lam] = mixed.reshape(len(frames), 2 * part.lam + 1)
+        return from_spherical(values, self.kind)
 
 
 def _flatten(frames: Sequence[Atoms]) -> dict[str, np.ndarray]:
@@ -112,28 +163,34 @@ def _flatten(frames: Sequence[Atoms]) -> dict[str, np.ndarray]:
     }
 
 
-def save_model(directory: Path | str, *, alpha: np.ndarray, train_frames: Sequence[Atoms],
-               settings: KernelSettings, coefficients: Sequence[float], regularization: float,
-               baseline: dict[str, float] | None, target: str, unit: str | None,
-               wkdist_version: str) -> Path:
+def _part_attrs(part: Part) -> dict[str, Any]:
+    return {"lambda": part.lam, "coefficients": [float(c) for c in part.coefficients],
+            "regularization": float(part.regularization), "baseline": part.baseline}
+
+
+def save_model(directory: Path | str, *, parts: Sequence[Part], kind: str = "scalar",
+               train_frames: Sequence[Atoms], settings: KernelSettings, target: str,
+               unit: str | None, wkdist_version: str) -> Path:
     """Write the model to ``directory`` atomically: a complete model or none at all."""
     directory = Path(directory)
     staging = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.partial")
     group = zarr.open_group(staging, mode="w")
-    arrays = {"alpha": np.asarray(alpha, dtype=np.float64), **_flatten(train_frames)}
-    for name, values in arrays.items():
+    arrays = {_alpha_name(p.lam): np.asarray(p.alpha, dtype=np.float64) for p in parts}
+    for name, values in {**arrays, **_flatten(train_frames)}.items():
         group.create_array(name, data=values)
-    group.attrs.update({
+    attrs: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "wkdist_version": wkdist_version,
         "settings": settings.to_dict(),
-        "coefficients": [float(c) for c in coefficients],
-        "regularization": float(regularization),
-        "baseline": baseline,
         "target": target,
         "unit": unit,
-    })
+    }
+    if kind == "scalar":
+        attrs.update({k: v for k, v in _part_attrs(parts[0]).items() if k != "lambda"})
+    else:
+        attrs.update({"kind": kind, "parts": [_part_attrs(p) for p in parts]})
+    group.attrs.update(attrs)
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(staging, directory)
@@ -156,14 +213,19 @@ def load_model(directory: Path | str) -> Model:
             f"model: expected format {FORMAT!r} version {FORMAT_VERSION} at {directory}, got "
             f"{attrs.get('format')!r} version {attrs.get('format_version')!r}"
         )
-    missing = [name for name in _ARRAYS if name not in group]
+    kind = attrs.get("kind", "scalar")
+    described = attrs.get("parts") if kind != "scalar" else [{"lambda": 0, **attrs}]
+    if kind not in ("scalar", "vector", "tensor") or not isinstance(described, list):
+        raise StoreError(f"model: {directory} has an unknown target kind {kind!r}")
+    names = list(_ARRAYS) + [_alpha_name(int(p.get("lambda", -1))) for p in described]
+    missing = [name for name in names if name not in group]
     if missing:
         raise StoreError(f"model: {directory} lacks the arrays {', '.join(missing)}")
     try:
         settings = KernelSettings(**attrs["settings"])
     except (TypeError, SettingsError) as error:
         raise StoreError(f"model: settings in {directory} are not valid: {error}") from None
-    values = {name: group[name][...] for name in _ARRAYS}
+    values = {name: group[name][...] for name in names}
     ptr = values["train_atom_ptr"]
     frames = [
         Atoms(numbers=values["train_numbers"][ptr[k]:ptr[k + 1]],
@@ -171,11 +233,17 @@ def load_model(directory: Path | str) -> Model:
               cell=values["train_cells"][k], pbc=values["train_pbc"][k])
         for k in range(len(ptr) - 1)
     ]
-    coefficients = np.asarray(attrs["coefficients"], dtype=np.float64)
-    if len(coefficients) != settings.nu_max + 1 or not np.isfinite(values["alpha"]).all():
-        raise DataError(f"model: {directory} is inconsistent (coefficients or weights)")
-    return Model(alpha=values["alpha"], train_frames=frames, settings=settings,
-                 coefficients=coefficients, regularization=float(attrs["regularization"]),
-                 baseline=attrs.get("baseline"), target=attrs.get("target", ""),
-                 unit=attrs.get("unit"))
+    parts = []
+    for described_part in described:
+        lam = int(described_part["lambda"])
+        alpha = values[_alpha_name(lam)]
+        coefficients = np.asarray(described_part["coefficients"], dtype=np.float64)
+        if (len(coefficients) != settings.nu_max + 1 or not np.isfinite(alpha).all()
+                or alpha.shape[0] != (len(frames)) * (2 * lam + 1)):
+            raise DataError(f"model: {directory} is inconsistent (coefficients or weights)")
+        parts.append(Part(lam=lam, alpha=alpha, coefficients=coefficients,
+                          regularization=float(described_part["regularization"]),
+                          baseline=described_part.get("baseline")))
+    return Model(parts=tuple(parts), kind=kind, train_frames=frames, settings=settings,
+                 target=attrs.get("target", ""), unit=attrs.get("unit"))
 

@@ -32,14 +32,24 @@ def write_predictions(path: Path | None, index: Sequence[int], prediction: np.nd
                       target: np.ndarray | None = None) -> str:
     """``index,target,prediction`` rows (target omitted when None); floats by repr.
 
+    Vectors (n, 3) and symmetric tensors (n, 6) get one column per component:
+    ``target_x .. prediction_z`` or the suffixes xx, xy, xz, yy, yz, zz (CONTRACTS.md).
     Returns the text; writes it atomically to ``path`` unless None.
     """
-    header = "index,target,prediction" if target is not None else "index,prediction"
-    lines = [header]
+    from .targets import column_suffixes, target_kind
+
+    prediction = np.asarray(prediction, dtype=np.float64)
+    suffixes = column_suffixes(target_kind(prediction))
+    columns = ["index"]
+    if target is not None:
+        target = np.asarray(target, dtype=np.float64).reshape(len(prediction), -1)
+        columns += [f"target{s}" for s in suffixes]
+    columns += [f"prediction{s}" for s in suffixes]
+    rows = prediction.reshape(len(prediction), -1)
+    lines = [",".join(columns)]
     for row, k in enumerate(index):
-        values = [repr(float(prediction[row]))]
-        if target is not None:
-            values.insert(0, repr(float(target[row])))
+        values = [] if target is None else [repr(float(v)) for v in target[row]]
+        values += [repr(float(v)) for v in rows[row]]
         lines.append(",".join([str(int(k))] + values))
     text = "\n".join(lines) + "\n"
     if path is not None:

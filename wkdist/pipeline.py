@@ -26,7 +26,7 @@ from .cli import command
 from .config import Config, FitConfig, load_config, parse_config
 from .dataset import Dataset
 from .errors import ConfigError, DataError, MissingTilesError
-from .outputs import scalar_errors, write_json, write_predictions, write_report
+from .outputs import write_json, write_predictions, write_report
 
 __all__ = ["fit_store", "DEFAULT_CONFIG"]
 
@@ -57,9 +57,11 @@ def _check_complete(store: Any, config: Config) -> None:
         )
 
 
-def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int) -> dict[str, Any]:
-    """(c0, a, b) by CV on the first max_search training rows (a random subset: rows follow
-    the seeded split order); or the configured coefficients."""
+def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
+            lam: int = 0) -> dict[str, Any]:
+    """(c0, a, b) of part ``lam`` by CV on the first max_search training structures (a random
+    subset: rows follow the seeded split order); or the configured coefficients."""
+    from .graph import kernel_array
     from .hyper import fit_mixing
 
     if fit.coefficients is not None:
@@ -67,11 +69,11 @@ def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int) -> di
             raise ConfigError(f"[fit] coefficients: expected {nu_max + 1} numbers (c_0 .. "
                               f"c_nu_max), got {len(fit.coefficients)}")
         return {"coefficients": list(fit.coefficients), "search": None}
-    m = min(len(y), fit.max_search)
-    kernels = group["K_train"][:, :m, :m]
-    folds = min(fit.folds, m)
-    result = fit_mixing(kernels, y[:m], folds=folds, seed=fit.seed,
-                        regularization=fit.regularization, mode=fit.mode)
+    d = 2 * lam + 1
+    m = min(len(y) // d, fit.max_search)
+    kernels = group[kernel_array("train", lam)][:, :m * d, :m * d]
+    result = fit_mixing(kernels, y[:m * d], folds=min(fit.folds, m), seed=fit.seed,
+                        regularization=fit.regularization, mode=fit.mode, block=d)
     search = {"c0": result.c0, "a": result.a, "b": result.b, "cv_mae": result.cv_mae,
               "cv_rmse": result.cv_rmse, "mode": result.mode, "folds": result.folds,
               "n_used": result.n_used, "evaluations": result.evaluations,
@@ -79,104 +81,149 @@ def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int) -> di
     return {"coefficients": list(result.coefficients), "search": search}
 
 
-def _learning_curve(group: zarr.Group, y_res: np.ndarray, b_test: np.ndarray,
-                    y_test: np.ndarray, fit: FitConfig) -> list[dict[str, Any]]:
-    """Extra fits on the first n training rows (dense: n <= max_search), each with its own CV."""
+def _learning_curve(group: zarr.Group, y_parts: dict[int, np.ndarray], b_test: np.ndarray,
+                    y_test: np.ndarray, kind: str, fit: FitConfig) -> list[dict[str, Any]]:
+    """Extra fits on the first n training structures (dense: n <= max_search), each part with
+    its own CV, put together exactly as the main fit."""
+    from .graph import kernel_array
     from .hyper import fit_mixing
     from .solve import predict_dense, solve_dense
+    from .targets import from_spherical, target_errors
 
+    n_train = len(y_parts[min(y_parts)]) // (2 * min(y_parts) + 1)
     points = []
     for n in fit.learning_curve or ():
-        if n >= len(y_res) or n > fit.max_search:
+        if n >= n_train or n > fit.max_search:
             continue
-        kernels = group["K_train"][:, :n, :n]
-        result = fit_mixing(kernels, y_res[:n], folds=min(fit.folds, n), seed=fit.seed,
-                            regularization=fit.regularization, mode=fit.mode)
-        alpha = solve_dense(kernels, y_res[:n], coefficients=result.coefficients,
-                            regularization=fit.regularization)
-        prediction = b_test + predict_dense(group["K_test"][:, :, :n], alpha,
-                                            coefficients=result.coefficients)
-        points.append({"n_train": n, **scalar_errors(y_test, prediction)})
+        parts = {}
+        for lam, y in y_parts.items():
+            d = 2 * lam + 1
+            kernels = group[kernel_array("train", lam)][:, :n * d, :n * d]
+            result = fit_mixing(kernels, y[:n * d], folds=min(fit.folds, n), seed=fit.seed,
+                                regularization=fit.regularization, mode=fit.mode, block=d)
+            alpha = solve_dense(kernels, y[:n * d], coefficients=result.coefficients,
+                                regularization=fit.regularization)
+            values = predict_dense(group[kernel_array("test", lam)][:, :, :n * d], alpha,
+                                   coefficients=result.coefficients)
+            parts[lam] = b_test + values if lam == 0 else values.reshape(-1, d)
+        prediction = from_spherical(parts, kind)
+        points.append({"n_train": n, **target_errors(y_test, prediction, kind)})
     return points
 
 
 def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
               timings: dict[str, float] | None = None) -> dict[str, Any]:
-    """Fit on the complete store of ``config`` and write every output into ``out``."""
+    """Fit on the complete store of ``config`` and write every output into ``out``.
+
+    Vector and tensor targets are fitted part by part (``wkdist.targets``): each irreducible
+    part lambda has its own (c0, a, b) (c0 = 0 for lambda >= 1), its own tiled Cholesky factor
+    of K^lambda_train and its own weights; the per-element baseline applies to the lambda = 0
+    part only (scalars, tensor traces).
+    """
     from .compute import prepare_store
+    from .graph import kernel_array
     from .hyper import element_counts, species_baseline
-    from .model import baseline_values, save_model
+    from .model import Part, baseline_values, save_model
     from .solve import fit_weights, predict
     from .store import strict_reads
+    from .targets import from_spherical, lambdas_of, target_errors, target_kind, to_spherical
 
     fit: FitConfig = config.sections["fit"]
     timings = dict(timings or {})
-    if dataset.y_train.ndim != 1:
-        raise DataError(f"target {dataset.target!r}: has {dataset.y_train.shape[1]} components; "
-                        "vector and tensor targets are not supported yet (scalars only)")
+    kind = target_kind(dataset.y_train)
     store = prepare_store(config, dataset)  # refuses a store of other settings or data
     _check_complete(store, config)
     group = zarr.open_group(zarr.storage.LocalStore(store.path), mode="r+")
     nu_max = config.kernel.nu_max
     start = time.perf_counter()
 
+    train_parts = to_spherical(dataset.y_train, kind)
     baseline = None
-    if fit.baseline:
+    if fit.baseline and 0 in train_parts:
         counts, symbols = element_counts(_symbols(dataset.train_frames))
-        baseline = species_baseline(counts, dataset.y_train, symbols)
+        baseline = species_baseline(counts, train_parts[0], symbols)
     b_train = baseline_values(dataset.train_frames, baseline)
     b_test = baseline_values(dataset.test_frames, baseline)
-    y_res = dataset.y_train - b_train
+    # per part: the flat right-hand side, row = structure * (2 lambda + 1) + mu
+    y_parts = {lam: (values - b_train if lam == 0 else values.reshape(-1))
+               for lam, values in train_parts.items()}
 
+    parts, described, predicted, factors = [], [], {}, []
+    for key in ("search_s", "solve_s", "predict_s"):
+        timings[key] = 0.0
     with strict_reads():
-        chosen = _search(group, y_res, fit, nu_max)
-        timings["search_s"] = time.perf_counter() - start
-        coefficients = chosen["coefficients"]
-        _say(f"fit: coefficients {', '.join(f'{c:.4g}' for c in coefficients)}"
-             + (f" (CV MAE {chosen['search']['cv_mae']:.4g} on {chosen['search']['n_used']} "
-                f"structures)" if chosen["search"] else " (given)"))
-        mark = time.perf_counter()
-        alpha, factor = fit_weights(group, y_res, coefficients=coefficients,
-                                    regularization=fit.regularization, client=client)
-        timings["solve_s"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        prediction = b_test + predict(group, "K_test", alpha, coefficients=coefficients,
-                                      client=client)
-        timings["predict_s"] = time.perf_counter() - mark
-        curve = _learning_curve(group, y_res, b_test, dataset.y_test, fit)
+        for lam in lambdas_of(kind):
+            mark = time.perf_counter()
+            chosen = _search(group, y_parts[lam], fit, nu_max, lam)
+            timings["search_s"] += time.perf_counter() - mark
+            coefficients = chosen["coefficients"]
+            label = "" if kind == "scalar" else f" (lambda = {lam})"
+            _say(f"fit{label}: coefficients {', '.join(f'{c:.4g}' for c in coefficients)}"
+                 + (f" (CV MAE {chosen['search']['cv_mae']:.4g} on "
+                    f"{chosen['search']['n_used']} structures)" if chosen["search"]
+                    else " (given)"))
+            mark = time.perf_counter()
+            alpha, factor = fit_weights(group, y_parts[lam], coefficients=coefficients,
+                                        regularization=fit.regularization, client=client,
+                                        kernel=kernel_array("train", lam))
+            timings["solve_s"] += time.perf_counter() - mark
+            mark = time.perf_counter()
+            values = predict(group, kernel_array("test", lam), alpha,
+                             coefficients=coefficients, client=client)
+            timings["predict_s"] += time.perf_counter() - mark
+            predicted[lam] = b_test + values if lam == 0 else values.reshape(dataset.n_test, -1)
+            part_baseline = baseline if lam == 0 else None
+            parts.append(Part(lam=lam, alpha=alpha, coefficients=np.asarray(coefficients),
+                              regularization=fit.regularization, baseline=part_baseline))
+            described.append({"lambda": lam, "coefficients": coefficients,
+                              "regularization": fit.regularization,
+                              "baseline": part_baseline, "search": chosen["search"]})
+            factors.append(factor)
+        prediction = from_spherical(predicted, kind)
+        curve = _learning_curve(group, y_parts, b_test, dataset.y_test, kind, fit)
 
     out.mkdir(parents=True, exist_ok=True)
-    save_model(out / "model", alpha=alpha, train_frames=dataset.train_frames,
-               settings=config.kernel, coefficients=coefficients,
-               regularization=fit.regularization, baseline=baseline, target=dataset.target,
-               unit=dataset.unit, wkdist_version=__version__)
+    save_model(out / "model", parts=parts, kind=kind, train_frames=dataset.train_frames,
+               settings=config.kernel, target=dataset.target, unit=dataset.unit,
+               wkdist_version=__version__)
     write_predictions(out / "predictions.csv", dataset.test_index, prediction, dataset.y_test)
-    errors = scalar_errors(dataset.y_test, prediction)
+    errors = target_errors(dataset.y_test, prediction, kind)
     curve.append({"n_train": dataset.n_train, **errors})
     report = write_report(out / "report.png", target=dataset.y_test, prediction=prediction,
                           unit=dataset.unit, title=f"{dataset.target}, n_train {dataset.n_train}",
                           learning_curve=[(p["n_train"], p["mae"]) for p in curve],
-                          baseline=b_test if baseline else None)
+                          baseline=b_test if baseline and kind == "scalar" else None)
     timings["fit_total_s"] = time.perf_counter() - start
+    hyperparameters = {key: described[0][key]
+                       for key in ("coefficients", "regularization", "baseline")}
+    if kind != "scalar":
+        hyperparameters["parts"] = [{k: v for k, v in p.items() if k != "search"}
+                                    for p in described]
     results = {
         **errors,
         "unit": dataset.unit,
         "n_train": dataset.n_train,
         "n_test": dataset.n_test,
         "target": dataset.target,
-        "hyperparameters": {"coefficients": coefficients,
-                            "regularization": fit.regularization, "baseline": baseline},
-        "search": chosen["search"],
+        "target_kind": kind,
+        "hyperparameters": hyperparameters,
+        "search": described[0]["search"],
         "learning_curve": curve,
         "kernel": config.kernel.to_dict(),
-        "factor_tiles": {"computed": factor.computed, "reused": factor.reused},
+        "factor_tiles": {"computed": sum(f.computed for f in factors),
+                         "reused": sum(f.reused for f in factors)},
         "timings": timings,
         "wkdist_version": __version__,
     }
+    if kind != "scalar":
+        results["search_parts"] = [{"lambda": p["lambda"], "search": p["search"]}
+                                   for p in described]
     # results.json last: its presence means the directory is complete
     write_json(out / "results.json", results)
     unit = f" {dataset.unit}" if dataset.unit else ""
-    _say(f"test MAE {errors['mae']:.6g}{unit}, RMSE {errors['rmse']:.6g}{unit} "
+    extra = "".join(f", {key} {errors[key]:.6g}{unit}" for key in
+                    ("mae_magnitude", "mae_lambda0", "mae_lambda2") if key in errors)
+    _say(f"test MAE {errors['mae']:.6g}{unit}, RMSE {errors['rmse']:.6g}{unit}{extra} "
          f"({dataset.n_test} structures)",
          f"results: {out / 'results.json'}", f"predictions: {out / 'predictions.csv'}",
          f"report: {out / 'report.png'}" if report else "report: matplotlib not installed",
