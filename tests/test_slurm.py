@@ -8,7 +8,6 @@ munge). Where that cannot be done the SLURM tests are skipped with the script's 
 
 from __future__ import annotations
 
-import getpass
 import os
 import shutil
 import subprocess
@@ -101,12 +100,23 @@ def assert_identical(store: Path, reference: dict[str, np.ndarray]) -> None:
     assert not np.isnan(got["K_train"]).any() and not np.isnan(got["K_test"]).any()
 
 
+def queued_ids(name: str) -> list[str]:
+    """Job ids named ``name`` that squeue lists (retried while the controller is busy)."""
+    for _ in range(20):
+        answer = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True,
+                                text=True)
+        if answer.returncode == 0:
+            return answer.stdout.split()
+        time.sleep(0.5)
+    pytest.fail(f"squeue keeps failing: {answer.stderr.strip()}")
+
+
 def no_jobs_left(name: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True,
-                             text=True).stdout
-        if not out.strip():
+        answer = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True,
+                                text=True)
+        if answer.returncode == 0 and not answer.stdout.strip():  # (a busy controller errs)
             return
         time.sleep(0.5)
     pytest.fail(f"worker jobs {name} still in squeue {timeout} s after the run")
@@ -152,8 +162,14 @@ def test_slurm_cancelled_workers_are_replaced(slurm, local_reference, tmp_path, 
     def cancel_once(result) -> None:
         if cancelled:
             return
-        subprocess.run(["scancel", "-n", name, "-u", getpass.getuser()], check=True)
-        no_jobs_left(name)
+        ids = queued_ids(name)
+        subprocess.run(["scancel", *ids], check=True)
+        # wait for these jobs only: the watchdog may already be submitting their replacements
+        # under the same name
+        deadline = time.monotonic() + 30.0
+        while set(ids) & set(queued_ids(name)):
+            assert time.monotonic() < deadline, f"jobs {ids} still queued 30 s after scancel"
+            time.sleep(0.5)
         done = sum(d for d, _ in progress_counts(open_store(config.store.path)).values())
         cancelled.append(done)
 

@@ -493,6 +493,7 @@ class _Watchdog(threading.Thread):
         self.replaced = 0
         self._early = 0
         self._seen: set[str] = set()  # job names whose worker connected
+        self.job_ids: set[str] = set()  # every job id this cluster has had
         self._halt = threading.Event()
 
     def stop(self) -> None:
@@ -516,8 +517,8 @@ class _Watchdog(threading.Thread):
 
         if self.cluster.status != Status.running or self.error:
             return
-        jobs = {name: job.job_id for name, job in list(self.cluster.workers.items())
-                if getattr(job, "job_id", None)}
+        jobs = cluster_job_ids(self.cluster)
+        self.job_ids.update(jobs.values())
         queue = _squeue()
         if queue is None:
             return
@@ -556,6 +557,26 @@ class _Watchdog(threading.Thread):
             self.cluster.scale(jobs=len(self.cluster.worker_spec))
 
 
+def cluster_job_ids(cluster: Any) -> dict[str, str]:
+    """{worker name: SLURM job id} of the cluster's submitted jobs."""
+    return {name: str(job.job_id) for name, job in list(cluster.workers.items())
+            if getattr(job, "job_id", None)}
+
+
+def cancel_jobs(job_ids: set[str]) -> None:
+    """scancel every job id (finished ones included: scancel ignores them). A safety net after
+    the cluster closed: dask-jobqueue cancels its jobs on close, but a job whose scancel failed
+    (a busy controller) or that was submitted while closing would otherwise stay queued on the
+    user's cluster."""
+    if not job_ids:
+        return
+    try:
+        subprocess.run(["scancel", *sorted(job_ids)], capture_output=True, timeout=60,
+                       check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.warning("could not scancel SLURM jobs %s: %s", " ".join(sorted(job_ids)), error)
+
+
 def _job_log(cluster: Any, job_id: str) -> str:
     directory = getattr(cluster._dummy_job, "log_directory", None)
     if directory:
@@ -580,7 +601,11 @@ def _open_slurm(compute: ComputeConfig, *, dashboard_port: int | None,
 
     options = slurm_options(compute)
     check_commands()
-    with slurm_cluster(compute, dashboard_port=dashboard_port, options=options) as cluster:
+    job_ids: set[str] = set()
+    with contextlib.ExitStack() as stack:
+        stack.callback(cancel_jobs, job_ids)  # runs after the cluster has closed
+        cluster = stack.enter_context(slurm_cluster(compute, dashboard_port=dashboard_port,
+                                                    options=options))
         check_job_script(cluster.job_script(), cluster.wkdist_tls_dir)
         watchdog = _Watchdog(cluster)
         client = Client(cluster, security=cluster.security)
@@ -612,6 +637,7 @@ def _open_slurm(compute: ComputeConfig, *, dashboard_port: int | None,
                     watchdog, compute.pending_timeout)) from None
         finally:
             watchdog.stop()
+            job_ids.update(watchdog.job_ids, cluster_job_ids(cluster).values())
             client.close()
 
 
