@@ -9,15 +9,25 @@ coordinates with tblite (see wkdist.data.xtb) for the first N molecules of
 
     python benchmarks/make_qm9_xtb_dipoles.py --n 3000 --out runs/qm9_xtb_dipoles.extxyz
 
+With --polarizability each frame also gets info ``polarizability``: the GFN2-xTB static dipole
+polarizability alpha_ij = d mu_i / d F_j (wkdist.data.xtb.xtb_polarizability: central finite
+differences in a uniform field, six more single points), 9 floats, row-major, bohr^3, symmetric.
+The default output is then runs/qm9_xtb_polarizability.extxyz, so the dipole file is not touched;
+the dipole written alongside is the same xtb_dipole value as in the dipole-only file.
+
+    python benchmarks/make_qm9_xtb_dipoles.py --polarizability --n 1500
+
 Resumable: finished chunks (--chunk molecules) are appended to ``OUT.seedS.partial`` (fsync'ed
 after each chunk); a rerun with the same seed skips every molecule found there (a torn last
 frame of a killed run is cut off). Only when all N are done is the file assembled in a temporary
 sibling and renamed to OUT, so a file at OUT is always complete. An existing OUT is left alone
-unless --overwrite.
+unless --overwrite. A partial file written with the other --polarizability setting is refused,
+not reused or cut.
 
 Threads: OMP_NUM_THREADS is set to 1 here, before numpy or tblite load, unless it is already set
 (tblite is OpenMP-parallel and would otherwise start one thread per core in every worker); use
---jobs for parallelism. A QM9 molecule takes ~5 ms on one core (3000 in ~16 s).
+--jobs for parallelism. A QM9 molecule takes ~5 ms on one core (3000 in ~16 s); with
+--polarizability ~50 ms.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy / tblite start thr
 
 import argparse  # noqa: E402
 import fcntl  # noqa: E402
+import functools  # noqa: E402
 import io  # noqa: E402
 import multiprocessing  # noqa: E402
 import sys  # noqa: E402
@@ -41,7 +52,7 @@ import numpy as np  # noqa: E402
 from ase import Atoms  # noqa: E402
 
 from wkdist.data import load_qm9  # noqa: E402
-from wkdist.data.xtb import xtb_dipole  # noqa: E402
+from wkdist.data.xtb import xtb_dipole, xtb_polarizability  # noqa: E402
 from wkdist.errors import DataError  # noqa: E402
 
 
@@ -49,9 +60,16 @@ def partial_path(out: Path, seed: int) -> Path:
     return out.with_name(f"{out.name}.seed{seed}.partial")
 
 
-def read_partial(path: Path) -> tuple[dict[int, tuple[str, np.ndarray]], int, int]:
-    """Complete frames of a partial file: {qm9_index: (extxyz text, dipole)}, the byte length of
-    the valid prefix, and the file size (larger when a killed run left a torn frame)."""
+Result = tuple[np.ndarray, np.ndarray | None]  # dipole (3,) debye, polarizability (3, 3) bohr^3
+
+
+def read_partial(
+    path: Path, polarizability: bool = False
+) -> tuple[dict[int, tuple[str, np.ndarray, np.ndarray | None]], int, int]:
+    """Complete frames of a partial file: {qm9_index: (extxyz text, dipole, polarizability or
+    None)}, the byte length of the valid prefix, and the file size (larger when a killed run left
+    a torn frame). A complete frame with (``polarizability`` False) or without (True) a
+    polarizability raises DataError: it was written in the other mode."""
     if not path.exists():
         return {}, 0, 0
     data = path.read_bytes()
@@ -76,27 +94,44 @@ def read_partial(path: Path) -> tuple[dict[int, tuple[str, np.ndarray]], int, in
             break
         if dipole.shape != (3,) or not np.isfinite(dipole).all():
             break
-        frames[index] = (text, dipole)
+        alpha = atoms.info.get("polarizability")
+        if (alpha is not None) != polarizability:
+            raise DataError(
+                f"{path}: frame of qm9_index {index} was written "
+                f"{'with' if alpha is not None else 'without'} --polarizability; use another "
+                f"--out (or delete the partial file)")
+        if alpha is not None:
+            alpha = np.asarray(alpha, dtype=np.float64)
+            if alpha.shape != (9,) or not np.isfinite(alpha).all():
+                break
+            alpha = alpha.reshape(3, 3)
+        frames[index] = (text, dipole, alpha)
         valid += sum(len(line) for line in block)
         i += n_atoms + 2
     return frames, valid, len(data)
 
 
-def frame_text(atoms: Atoms, dipole: np.ndarray) -> str:
+def frame_text(atoms: Atoms, dipole: np.ndarray, polarizability: np.ndarray | None = None) -> str:
     out = Atoms(numbers=atoms.numbers, positions=atoms.positions, pbc=False)
     out.info["qm9_index"] = int(atoms.info["qm9_index"])
     out.info["U0"] = float(atoms.info["U0"])
     out.info["dipole"] = np.asarray(dipole, dtype=np.float64)
+    if polarizability is not None:  # row-major 9 floats (ase keeps an info 9-vector as is)
+        out.info["polarizability"] = np.asarray(polarizability, dtype=np.float64).reshape(9)
     buffer = io.StringIO()
     ase.io.write(buffer, out, format="extxyz")
     return buffer.getvalue()
 
 
-def _worker(item: tuple[np.ndarray, np.ndarray, int]) -> np.ndarray:
+def compute(atoms: Atoms, polarizability: bool) -> Result:
+    return xtb_dipole(atoms), (xtb_polarizability(atoms) if polarizability else None)
+
+
+def _worker(item: tuple[np.ndarray, np.ndarray, int], polarizability: bool = False) -> Result:
     numbers, positions, qm9_index = item
     atoms = Atoms(numbers=numbers, positions=positions, pbc=False)
     atoms.info["qm9_index"] = qm9_index
-    return xtb_dipole(atoms)
+    return compute(atoms, polarizability)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -139,11 +174,30 @@ def summary(xtb: np.ndarray, b3lyp: np.ndarray) -> str:
     )
 
 
+def polarizability_summary(alpha: np.ndarray) -> str:
+    eig = np.linalg.eigvalsh(alpha)
+    iso = eig.mean(axis=1)
+    aniso = eig[:, -1] - eig[:, 0]
+    asym = np.abs(alpha - alpha.transpose(0, 2, 1)).max()
+    return (
+        f"GFN2-xTB polarizability over {len(alpha)} molecules (bohr^3):\n"
+        f"  isotropic mean {iso.mean():.3f}  std {iso.std():.3f}  range [{iso.min():.3f}, "
+        f"{iso.max():.3f}]\n"
+        f"  anisotropy (max - min eigenvalue) mean {aniso.mean():.3f}  max {aniso.max():.3f}\n"
+        f"  smallest eigenvalue {eig[:, 0].min():.4f}  max |alpha - alpha^T| {asym:.1e}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--n", type=int, default=3000, help="molecules (default 3000)")
     parser.add_argument("--seed", type=int, default=0, help="selection seed (default 0)")
-    parser.add_argument("--out", type=Path, default=Path("runs/qm9_xtb_dipoles.extxyz"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output extxyz (default runs/qm9_xtb_dipoles.extxyz, or "
+                             "runs/qm9_xtb_polarizability.extxyz with --polarizability)")
+    parser.add_argument("--polarizability", action="store_true",
+                        help="also compute the GFN2-xTB polarizability tensor (info "
+                             "'polarizability', 9 floats row-major, bohr^3; ~10x slower)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--chunk", type=int, default=100,
                         help="molecules per appended chunk (default 100)")
@@ -153,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--n, --jobs and --chunk must be positive")
 
     start = time.perf_counter()
+    if args.out is None:
+        args.out = Path("runs/qm9_xtb_polarizability.extxyz" if args.polarizability
+                        else "runs/qm9_xtb_dipoles.extxyz")
     out: Path = args.out
     if out.exists() and not args.overwrite:
         print(f"{out} exists; nothing to do (pass --overwrite to recompute it)")
@@ -173,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         except BlockingIOError:
             print(f"error: another run is writing {partial}", file=sys.stderr)
             return 1
-        done, valid, size = read_partial(partial)
+        try:
+            done, valid, size = read_partial(partial, args.polarizability)
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         if valid < size:
             print(f"{partial}: cutting a torn frame ({size - valid} bytes) off the end")
             handle.truncate(valid)
@@ -184,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         todo = [a for a in frames if int(a.info["qm9_index"]) not in done]
         print(f"{args.n} molecules (seed {args.seed}): {reused} already in {partial}, "
               f"{len(todo)} to compute with {args.jobs} process(es), "
-              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}", flush=True)
+              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
+              f"{', with polarizability' if args.polarizability else ''}", flush=True)
 
         executor = None
         if args.jobs > 1 and todo:
@@ -197,17 +259,18 @@ def main(argv: list[str] | None = None) -> int:
             for lo in range(0, len(todo), args.chunk):
                 chunk = todo[lo: lo + args.chunk]
                 if executor is None:
-                    dipoles = [xtb_dipole(a) for a in chunk]
+                    results = [compute(a, args.polarizability) for a in chunk]
                 else:
                     items = [(a.numbers, a.positions, int(a.info["qm9_index"])) for a in chunk]
                     size_hint = max(1, len(items) // (4 * args.jobs))
-                    dipoles = list(executor.map(_worker, items, chunksize=size_hint))
-                texts = [frame_text(a, d) for a, d in zip(chunk, dipoles)]
+                    worker = functools.partial(_worker, polarizability=args.polarizability)
+                    results = list(executor.map(worker, items, chunksize=size_hint))
+                texts = [frame_text(a, d, p) for a, (d, p) in zip(chunk, results)]
                 handle.write("".join(texts).encode())
                 handle.flush()
                 os.fsync(handle.fileno())
-                for a, text, d in zip(chunk, texts, dipoles):
-                    done[int(a.info["qm9_index"])] = (text, d)
+                for a, text, (d, p) in zip(chunk, texts, results):
+                    done[int(a.info["qm9_index"])] = (text, d, p)
                 computed += len(chunk)
                 elapsed = time.perf_counter() - compute_start
                 rate = computed / elapsed
@@ -235,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total wall time {wall:.1f} s; computed {computed} in {compute_s:.1f} s "
           f"({per_molecule}, {args.jobs} process(es))")
     print(summary(xtb, b3lyp))
+    if args.polarizability:
+        print(polarizability_summary(np.array([done[k][2] for k in indices])))
     return 0
 
 
