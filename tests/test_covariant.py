@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -302,3 +303,24 @@ def test_plan_counts_the_lambda_kernels(tmp_path):
     # per order: 3 x 3 tiles of 5 structures for 14 train, 2 x 3 for 6 test
     assert "12 of K_train computed" in out and "12 of K_test" in out
     assert not (tmp_path / "store.zarr").exists()
+
+
+def test_damaged_lambda_tile_is_found_and_recomputed(runs, tmp_path):
+    _, out = runs
+    source = out["dipole", "plain"][0]
+    case = tmp_path / "case"
+    shutil.copytree(source, case)
+    store = case / "store.zarr"
+    original = zarr.open_group(store, mode="r")["K_train_lambda1"][...]
+    chunk = store / "K_train_lambda1" / "c" / "0" / "0" / "1"  # tile (0, 1), 15 x 15 rows
+    data = bytearray(chunk.read_bytes())
+    data[100] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    status, text, err = wkdist("status", store, "--verify")
+    assert status == 1, err
+    assert "K_train_lambda1: 5/6 tiles done" in text and "K_train_lambda1[0,1]" in text
+    status, _, err = wkdist("kernels", case / "config.toml")
+    assert status == 0, err
+    assert "computed 1 of 12 tiles (11 already done)" in err
+    repaired = zarr.open_group(store, mode="r")["K_train_lambda1"][...]
+    assert repaired.tobytes() == original.tobytes()
