@@ -159,7 +159,8 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
             coefficients = chosen["coefficients"]
             label = "" if kind == "scalar" else f" (lambda = {lam})"
             _say(f"fit{label}: coefficients {', '.join(f'{c:.4g}' for c in coefficients)}"
-                 + (f" (CV MAE {chosen['search']['cv_mae']:.4g} on "
+                 + (f" (CV {'MAE' if lam == 0 else 'mean error norm'} "
+                    f"{chosen['search']['cv_mae']:.4g} on "
                     f"{chosen['search']['n_used']} structures)" if chosen["search"]
                     else " (given)"))
             mark = time.perf_counter()
