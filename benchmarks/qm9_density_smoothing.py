@@ -64,7 +64,7 @@ def main() -> None:
     counts, elements = element_counts(symbols)
     baseline = species_baseline(counts, y, elements)
     y = y - np.array([sum(baseline[s] for s in names) for names in symbols])
-    settings = wkdist.KernelSettings()  # the reference settings (SPEC section 5)
+    settings = wkdist.REFERENCE_QM9
     results = []
     for floor in args.floor:
         start = time.perf_counter()

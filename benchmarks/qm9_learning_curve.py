@@ -71,7 +71,7 @@ def _value(text: str):
 
 
 def settings_from(args: argparse.Namespace) -> wkdist.KernelSettings:
-    values = {}
+    values = wkdist.REFERENCE_QM9.to_dict()  # the default: the reference settings (SPEC 5)
     if args.config is not None:
         values.update(load_config(args.config).kernel.to_dict())
     for item in args.kernel or ():
@@ -117,7 +117,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=None,
                         help="take [kernel] from this configuration (e.g. best.toml)")
     parser.add_argument("--kernel", nargs="*", metavar="NAME=VALUE",
-                        help="kernel settings (after --config); default: KernelSettings()")
+                        help="kernel settings (after --config); default: the reference "
+                             "settings wkdist.REFERENCE_QM9")
     parser.add_argument("--n-train", type=int, nargs="+", default=[500])
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--splits", type=int, default=5)
@@ -175,7 +176,7 @@ def main() -> None:
                   f"{search.cv_mae * MEV_PER_EV:6.1f} meV; c0 {search.c0:.3g}, a {search.a:.3g},"
                   f" b {search.b:.3g})", flush=True)
     label = args.label or ", ".join(f"{k}={v}" for k, v in settings.to_dict().items()
-                                    if getattr(wkdist.KernelSettings(), k) != v) or "reference"
+                                    if getattr(wkdist.REFERENCE_QM9, k) != v) or "reference"
     print(f"settings: {settings.to_dict()}")
     for n, values in maes.items():
         v = np.array(values)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from wkdist import KernelSettings
+from wkdist import REFERENCE_QM9, KernelSettings
 from wkdist.config import (
     DEFAULT_TILE_SIZE, SECTIONS, Field, Section, load_config, parse_config, positive_int,
     register_section,
@@ -54,6 +54,14 @@ def test_defaults_and_qm9(tmp_path):
     assert config.data.source == "qm9" and config.data.target == "U0"
     assert config.kernel == KernelSettings()
     assert config.compute.tile_size == DEFAULT_TILE_SIZE and config.compute.cluster == "local"
+
+
+def test_reference_settings_are_one_line_away(tmp_path):
+    """README: the authors' settings (SPEC section 5) from the defaults in one config line."""
+    config = load_config(write(tmp_path, "kernel = { cutoff = 5.0, cutoff_smoothing = 0.5 }\n"
+                                         '[data]\nsource = "qm9"\nn_train = 5\nn_test = 2\n'
+                                         '[store]\npath = "s"\n'))
+    assert config.kernel == REFERENCE_QM9 != KernelSettings()
 
 
 def test_train_test_files(tmp_path):

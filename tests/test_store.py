@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -68,9 +70,10 @@ def test_layout_and_tiles_equal_reference(case):
 def test_other_settings_data_or_tile_size_refused(case):
     tmp_path, data = case
     create_store(tmp_path / "s.zarr", settings=SETTINGS, dataset=data, tile_size=4)
-    with pytest.raises(StoreError, match=r"kernel cutoff 5.0 in the store, 4.0 now"):
-        create_store(tmp_path / "s.zarr", settings=KernelSettings(nu_max=2, lambda_max=2,
-                                                                  cutoff=4.0),
+    other = dataclasses.replace(SETTINGS, cutoff=SETTINGS.cutoff + 0.5)
+    with pytest.raises(StoreError, match=rf"kernel cutoff {SETTINGS.cutoff} in the store, "
+                                         rf"{other.cutoff} now"):
+        create_store(tmp_path / "s.zarr", settings=other,
                      dataset=data, tile_size=4)
     with pytest.raises(StoreError, match=r"tile_size 4 in the store, 5 now"):
         create_store(tmp_path / "s.zarr", settings=SETTINGS, dataset=data, tile_size=5)

@@ -17,7 +17,7 @@ from .errors import (
     StructureError,
     WkdistError,
 )
-from .settings import KernelSettings
+from .settings import REFERENCE_QM9, KernelSettings
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ _LAZY = {
 
 __all__ = [
     "KernelSettings",
+    "REFERENCE_QM9",
     "structure_kernels",
     "equivariant_structure_kernels",
     "WkdistError",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
@@ -141,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command].run(args)
     except (WkdistError, tomllib.TOMLDecodeError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    except BrokenPipeError:  # `wkdist plan ... | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as error:
         message = f"{error.filename or ''}: {error.strerror or error}".lstrip(": ")
     except KeyboardInterrupt:
