@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from wkdist import outputs
-from wkdist.outputs import scalar_errors, write_json, write_predictions, write_report
+from wkdist.outputs import write_json, write_predictions, write_report
 
 AWKWARD = [1 / 3, -0.1 - 0.2, 1e-300, 5e-324, -1.7976931348623157e308, 123456789.12345679,
            2.0 ** 0.5, -0.0, 0.0, 7.0]
@@ -87,18 +87,6 @@ def test_write_json_is_atomic(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["results.json"]
 
 
-def test_scalar_errors(rng):
-    target = rng.normal(size=50)
-    prediction = target + rng.normal(size=50) * 0.1
-    errors = scalar_errors(target, prediction)
-    assert set(errors) == {"mae", "rmse"}
-    assert errors["mae"] == pytest.approx(np.mean(np.abs(prediction - target)), rel=1e-14)
-    assert errors["rmse"] == pytest.approx(np.sqrt(np.mean((prediction - target) ** 2)),
-                                           rel=1e-14)
-    assert isinstance(errors["mae"], float) and errors["rmse"] >= errors["mae"]
-    assert scalar_errors(target, target) == {"mae": 0.0, "rmse": 0.0}
-
-
 def test_write_report_png(tmp_path, rng):
     pytest.importorskip("matplotlib")
     target = rng.normal(size=30)
@@ -111,5 +99,4 @@ def test_write_report_png(tmp_path, rng):
 
 
 def test_public_names():
-    assert set(outputs.__all__) == {"write_json", "write_predictions", "write_report",
-                                    "scalar_errors"}
+    assert set(outputs.__all__) == {"write_json", "write_predictions", "write_report"}

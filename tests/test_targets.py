@@ -93,6 +93,19 @@ def test_parts_rotate_with_the_kernels_wigner_matrices(seed):
     np.testing.assert_allclose(turned[2], parts[2] @ d2.T, atol=1e-12)
 
 
+def test_errors_of_scalars():
+    rng = np.random.default_rng(7)
+    target = rng.normal(size=50)
+    prediction = target + rng.normal(size=50) * 0.1
+    errors = target_errors(target, prediction, "scalar")
+    assert set(errors) == {"mae", "rmse"}
+    assert errors["mae"] == pytest.approx(np.mean(np.abs(prediction - target)), rel=1e-14)
+    assert errors["rmse"] == pytest.approx(np.sqrt(np.mean((prediction - target) ** 2)),
+                                           rel=1e-14)
+    assert isinstance(errors["mae"], float) and errors["rmse"] >= errors["mae"]
+    assert target_errors(target, target, "scalar") == {"mae": 0.0, "rmse": 0.0}
+
+
 def test_errors_of_vectors_and_tensors():
     target = np.array([[3.0, 0.0, 4.0], [0.0, 1.0, 0.0]])
     prediction = np.array([[3.0, 0.0, 0.0], [0.0, -1.0, 0.0]])

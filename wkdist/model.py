@@ -239,7 +239,7 @@ def load_model(directory: Path | str) -> Model:
         alpha = values[_alpha_name(lam)]
         coefficients = np.asarray(described_part["coefficients"], dtype=np.float64)
         if (len(coefficients) != settings.nu_max + 1 or not np.isfinite(alpha).all()
-                or alpha.shape[0] != (len(frames)) * (2 * lam + 1)):
+                or alpha.shape[0] != len(frames) * (2 * lam + 1)):
             raise DataError(f"model: {directory} is inconsistent (coefficients or weights)")
         parts.append(Part(lam=lam, alpha=alpha, coefficients=coefficients,
                           regularization=float(described_part["regularization"]),

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["write_json", "write_predictions", "write_report", "scalar_errors"]
+__all__ = ["write_json", "write_predictions", "write_report"]
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -21,11 +21,6 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)
-
-
-def scalar_errors(target: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
-    error = np.asarray(prediction) - np.asarray(target)
-    return {"mae": float(np.mean(np.abs(error))), "rmse": float(np.sqrt(np.mean(error**2)))}
 
 
 def write_predictions(path: Path | None, index: Sequence[int], prediction: np.ndarray,

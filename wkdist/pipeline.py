@@ -82,7 +82,8 @@ def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
 
 
 def _learning_curve(group: zarr.Group, y_parts: dict[int, np.ndarray], b_test: np.ndarray,
-                    y_test: np.ndarray, kind: str, fit: FitConfig) -> list[dict[str, Any]]:
+                    y_test: np.ndarray, kind: str, fit: FitConfig,
+                    n_train: int) -> list[dict[str, Any]]:
     """Extra fits on the first n training structures (dense: n <= max_search), each part with
     its own CV, put together exactly as the main fit."""
     from .graph import kernel_array
@@ -90,7 +91,6 @@ def _learning_curve(group: zarr.Group, y_parts: dict[int, np.ndarray], b_test: n
     from .solve import predict_dense, solve_dense
     from .targets import from_spherical, target_errors
 
-    n_train = len(y_parts[min(y_parts)]) // (2 * min(y_parts) + 1)
     points = []
     for n in fit.learning_curve or ():
         if n >= n_train or n > fit.max_search:
@@ -181,7 +181,8 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
                               "baseline": part_baseline, "search": chosen["search"]})
             factors.append(factor)
         prediction = from_spherical(predicted, kind)
-        curve = _learning_curve(group, y_parts, b_test, dataset.y_test, kind, fit)
+        curve = _learning_curve(group, y_parts, b_test, dataset.y_test, kind, fit,
+                                dataset.n_train)
 
     out.mkdir(parents=True, exist_ok=True)
     save_model(out / "model", parts=parts, kind=kind, train_frames=dataset.train_frames,

@@ -64,7 +64,7 @@ def tile_plan(n_train: int, n_test: int, tile_size: int, nu_max: int,
         a, b = rows.stop - rows.start, cols.stop - cols.start
         count = a * (a + 1) // 2 if is_train(t.array) and t.row == t.col else a * b
         pairs += count
-        cost += count * LAMBDA_COST.get(t.lam, 1.0 + 0.65 * t.lam)
+        cost += count * LAMBDA_COST[t.lam]
     nt, ns = n_blocks(n_train, tile), n_blocks(n_test, tile)
     channels = nu_max + 1
     square = sum((2 * lam + 1) ** 2 for lam in lambdas)

@@ -93,35 +93,53 @@ def xtb_dipole(atoms: Atoms, *, label: str | None = None) -> np.ndarray:
     Raises DataError when tblite is missing, the structure is unusable (empty, periodic,
     non-finite positions) or tblite fails on it (SCF not converged, atoms too close, ...).
     """
-    Calculator, tblite_errors = _tblite()
-    name = _label(atoms, label)
+    what = f"xTB dipole of {_label(atoms, label)}"
+    dipole = _single_point_dipole(*_checked_input(atoms, what), what) * EBOHR_TO_DEBYE
+    if not np.isfinite(dipole).all():
+        raise DataError(f"{what}: tblite returned a non-finite dipole")
+    return dipole
+
+
+def _checked_input(atoms: Atoms, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(atomic numbers, positions in bohr) of a usable molecule, else DataError."""
     if len(atoms) == 0:
-        raise DataError(f"xTB dipole of {name}: the structure has no atoms")
+        raise DataError(f"{what}: the structure has no atoms")
     if atoms.pbc.any():
-        raise DataError(f"xTB dipole of {name}: periodic structures have no unique dipole")
+        raise DataError(f"{what}: periodic structures have no unique dipole")
     positions = np.asarray(atoms.positions, dtype=np.float64)
     if not np.isfinite(positions).all():
-        raise DataError(f"xTB dipole of {name}: non-finite positions")
+        raise DataError(f"{what}: non-finite positions")
+    return np.asarray(atoms.numbers, dtype=np.int64), positions / BOHR_ANGSTROM
+
+
+def _single_point_dipole(numbers: np.ndarray, positions: np.ndarray, what: str, *,
+                         field: np.ndarray | None = None,
+                         accuracy: float | None = None) -> np.ndarray:
+    """One neutral GFN2-xTB single point (optionally in a uniform field): dipole in e·bohr."""
+    Calculator, tblite_errors = _tblite()
     try:
-        calc = Calculator(METHOD, np.asarray(atoms.numbers, dtype=np.int64),
-                          positions / BOHR_ANGSTROM, charge=0.0, color=False)
+        calc = Calculator(METHOD, numbers, positions, charge=0.0, color=False)
         calc.set("verbosity", 0)  # the default, 1, prints the SCF iterations
+        if accuracy is not None:
+            calc.set("accuracy", accuracy)
+        if field is not None:
+            _add_field(calc, field)
         dipole = calc.singlepoint().get("dipole")
     except tblite_errors as exc:
-        raise DataError(f"xTB dipole of {name}: tblite failed ({exc})") from None
-    dipole = np.asarray(dipole, dtype=np.float64).reshape(3) * EBOHR_TO_DEBYE
-    if not np.isfinite(dipole).all():
-        raise DataError(f"xTB dipole of {name}: tblite returned a non-finite dipole")
-    return dipole
+        raise DataError(f"{what}: tblite failed ({exc})") from None
+    return np.asarray(dipole, dtype=np.float64).reshape(3)
+
+
+def _frame_label(index: int, atoms: Atoms) -> str | None:
+    """Error label of frame ``index`` of a list (None: QM9 frames name themselves)."""
+    if "qm9_index" in atoms.info:
+        return None
+    return f"frame {index} ({atoms.get_chemical_formula() or 'no atoms'})"
 
 
 def xtb_dipoles(frames: Iterable[Atoms]) -> np.ndarray:
     """GFN2-xTB dipoles of neutral molecules, (n, 3) in debye (see :func:`xtb_dipole`)."""
-    out = []
-    for i, atoms in enumerate(frames):
-        formula = atoms.get_chemical_formula()
-        label = None if "qm9_index" in atoms.info else f"frame {i} ({formula or 'no atoms'})"
-        out.append(xtb_dipole(atoms, label=label))
+    out = [xtb_dipole(atoms, label=_frame_label(i, atoms)) for i, atoms in enumerate(frames)]
     return np.array(out, dtype=np.float64).reshape(-1, 3)
 
 
@@ -159,29 +177,11 @@ def xtb_polarizability(
         raise ValueError(f"field must be a positive finite number, got {field!r}")
     if not (np.isfinite(accuracy) and accuracy > 0.0):
         raise ValueError(f"accuracy must be a positive finite number, got {accuracy!r}")
-    Calculator, tblite_errors = _tblite()
-    name = _label(atoms, label)
-    what = f"xTB polarizability of {name}"
-    if len(atoms) == 0:
-        raise DataError(f"{what}: the structure has no atoms")
-    if atoms.pbc.any():
-        raise DataError(f"{what}: periodic structures are not supported")
-    positions = np.asarray(atoms.positions, dtype=np.float64)
-    if not np.isfinite(positions).all():
-        raise DataError(f"{what}: non-finite positions")
-    numbers = np.asarray(atoms.numbers, dtype=np.int64)
-    positions = positions / BOHR_ANGSTROM
+    what = f"xTB polarizability of {_label(atoms, label)}"
+    numbers, positions = _checked_input(atoms, what)
 
-    def dipole_in(vector: np.ndarray) -> np.ndarray:
-        try:
-            calc = Calculator(METHOD, numbers, positions, charge=0.0, color=False)
-            calc.set("verbosity", 0)
-            calc.set("accuracy", accuracy)
-            _add_field(calc, vector)
-            dipole = calc.singlepoint().get("dipole")
-        except tblite_errors as exc:
-            raise DataError(f"{what}: tblite failed ({exc})") from None
-        return np.asarray(dipole, dtype=np.float64).reshape(3)  # e·bohr
+    def dipole_in(vector: np.ndarray) -> np.ndarray:  # e·bohr
+        return _single_point_dipole(numbers, positions, what, field=vector, accuracy=accuracy)
 
     alpha = np.empty((3, 3), dtype=np.float64)
     for j, step in enumerate(np.eye(3) * field):
@@ -196,9 +196,6 @@ def xtb_polarizabilities(frames: Iterable[Atoms], **kwargs) -> np.ndarray:
 
     ``kwargs`` (``field``, ``accuracy``) go to :func:`xtb_polarizability`.
     """
-    out = []
-    for i, atoms in enumerate(frames):
-        formula = atoms.get_chemical_formula()
-        label = None if "qm9_index" in atoms.info else f"frame {i} ({formula or 'no atoms'})"
-        out.append(xtb_polarizability(atoms, label=label, **kwargs))
+    out = [xtb_polarizability(atoms, label=_frame_label(i, atoms), **kwargs)
+           for i, atoms in enumerate(frames)]
     return np.array(out, dtype=np.float64).reshape(-1, 3, 3)
