@@ -1,11 +1,13 @@
 """QM9 U0 test MAE against n_train for given kernel settings, mean and spread over random splits.
 
 Mean and spread over random splits, for any [kernel] settings and several training-set
-sizes: the kernels of a pool of max(n_train) + n_test random QM9 molecules are computed once
-(cached in zarr, keyed by pool and settings); each split permutes the pool, tests on n_test
+sizes: the kernels of a pool of max(n_train) + n_test random QM9 molecules are computed once,
+by the product's tiled Dask graph into a kernel store keyed by pool and settings (an
+interrupted run resumes from its finished tiles); each split permutes the pool, tests on n_test
 molecules and trains on the first n of the rest for every n (nested training sets), with the
-per-element baseline and (c0, a, b) chosen by k-fold CV on the training part only, and the
-KRR solved exactly as `wkdist fit` does (same modules, dense at this size).
+per-element baseline and (c0, a, b) chosen by k-fold CV on the training part only (on a seeded
+subset of at most --search-size molecules of it), and the KRR solved exactly as `wkdist fit`
+does (same modules, dense at this size).
 
     # reference settings (SPEC section 5)
     python benchmarks/qm9_learning_curve.py --n-train 500 --n-test 500 --json ref.json
@@ -42,23 +44,37 @@ AUTHORS_MEV = 72.2  # the authors' released run, n_train 500 (SPEC section 5)
 FCHL_MEV = 160.0  # FCHL-class kernels at n_train 500 (approximate, for orientation)
 
 
-def pool_kernels(qm9, pool: np.ndarray, settings: wkdist.KernelSettings,
-                 cache: Path) -> tuple[np.ndarray, float]:
-    """K^nu of the pool, (nu_max + 1, m, m), and the seconds spent computing them (0: cached)."""
-    key = json.dumps({"pool": pool.tolist(), "settings": settings.to_dict()})
-    if cache.exists():
-        group = zarr.open_group(cache, mode="r")
-        if group.attrs.get("key") == key:
-            return group["K"][...], 0.0
-    start = time.perf_counter()
-    kernels = wkdist.structure_kernels(qm9.frames(pool), settings=settings).transpose(2, 0, 1)
-    seconds = time.perf_counter() - start
-    print(f"pool kernels: {len(pool)} molecules in {seconds:.1f} s", flush=True)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    group = zarr.open_group(cache, mode="w")
-    group.create_array("K", data=kernels)
-    group.attrs["key"] = key
-    return kernels, seconds
+def pool_kernels(frames: list, y: np.ndarray, settings: wkdist.KernelSettings, path: Path,
+                 *, workers: int) -> tuple[np.ndarray, float]:
+    """K^nu of the pool, (nu_max + 1, m, m), and the wall seconds spent on tiles in this run.
+
+    Computed by the product's tiled Dask graph into a kernel store at ``path`` (the pool is the
+    store's training set), so an interrupted run resumes from its finished tiles and a rerun
+    reads the store back; the store refuses to be reused for another pool or other settings.
+    """
+    from wkdist.cluster import open_cluster
+    from wkdist.compute import compute_kernels
+    from wkdist.config import parse_config
+    from wkdist.dataset import Dataset
+    from wkdist.store import strict_reads
+
+    config = parse_config({"data": {"source": "qm9", "n_train": len(frames), "n_test": 1},
+                           "kernel": settings.to_dict(),
+                           "store": {"path": str(path)},
+                           "compute": {"workers": workers, "threads_per_worker": 1}})
+    index = np.array([int(a.info["qm9_index"]) for a in frames])
+    # a store needs a test part: one pool molecule (m extra pairs, never read)
+    data = Dataset(train_frames=frames, test_frames=frames[:1], y_train=y, y_test=y[:1],
+                   train_index=index, test_index=index[:1], target="U0", unit="eV")
+    with open_cluster(config.compute, dashboard_port=None) as cluster:
+        summary = compute_kernels(config, client=cluster.client,
+                                  numba_threads=cluster.numba_threads, dataset=data)
+    print(f"pool kernels: {len(frames)} molecules, {summary.computed_tiles} of "
+          f"{summary.total_tiles} tiles computed in {summary.wall_s:.1f} s", flush=True)
+    with strict_reads():
+        group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
+        kernels = group["K_train"][...]
+    return kernels, summary.wall_s if summary.computed_tiles else 0.0
 
 
 def _value(text: str):
@@ -124,8 +140,12 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="zarr cache of the pool kernels (default runs/qm9_lc_<hash>.zarr)")
+    parser.add_argument("--search-size", type=int, default=1000,
+                        help="(c0, a, b) by CV on at most this many training molecules "
+                             "(a seeded subset; the dense search is cubic in it)")
+    parser.add_argument("--workers", type=int, default=2, help="Dask worker processes")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="kernel store of the pool (default runs/qm9_lc_<hash>)")
     parser.add_argument("--label", default=None)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
@@ -149,9 +169,9 @@ def main() -> None:
     import hashlib
 
     digest = hashlib.sha256(json.dumps([pool.tolist(), settings.to_dict()]).encode()).hexdigest()
-    cache = args.cache or Path(f"runs/qm9_lc_{digest[:12]}.zarr")
-    kernels, kernel_s = pool_kernels(qm9, pool, settings, cache)
     y = qm9.targets(pool)
+    store = args.store or Path(f"runs/qm9_lc_{digest[:12]}")
+    kernels, kernel_s = pool_kernels(frames, y, settings, store, workers=args.workers)
     counts, symbols = element_counts([a.get_chemical_symbols() for a in frames])
 
     maes: dict[str, list[float]] = {str(n): [] for n in sorted(args.n_train)}
@@ -165,7 +185,8 @@ def main() -> None:
             baseline = species_baseline(counts[train], y[train], symbols)
             y_res = y[train] - baseline_values([frames[i] for i in train], baseline)
             k_train = kernels[:, train][:, :, train]
-            search = fit_mixing(k_train, y_res, folds=args.folds, seed=split)
+            search = fit_mixing(k_train, y_res, folds=args.folds, seed=split,
+                                max_size=args.search_size)
             alpha = solve_dense(k_train, y_res, coefficients=search.coefficients)
             prediction = baseline_values([frames[i] for i in test], baseline) + predict_dense(
                 kernels[:, test][:, :, train], alpha, coefficients=search.coefficients)
@@ -186,7 +207,7 @@ def main() -> None:
     print(f"time: pool kernels {kernel_s:.0f} s ({'cached' if not kernel_s else 'computed'}), "
           f"fits {fit_s:.0f} s")
     run = {"label": label, "n_test": args.n_test, "splits": args.splits, "folds": args.folds,
-           "seed": args.seed, "mae_meV": maes, "settings": settings.to_dict(),
+           "seed": args.seed, "search_size": args.search_size, "mae_meV": maes, "settings": settings.to_dict(),
            "kernel_s": kernel_s, "fit_s": fit_s}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
