@@ -121,7 +121,8 @@ def compute_kernels(
             else config.compute.threads_per_worker,
             write=store.writer(), token=store.params_hash[:32],
         )
-        bar = Progress(total, stream=stream, interval=progress_interval, enabled=progress)
+        bar = Progress(total, done=summary.skipped_tiles, stream=stream,
+                       interval=progress_interval, enabled=progress)
         bar.update(summary.skipped_tiles)
         futures = client.get(graph, keys, sync=False)
         try:

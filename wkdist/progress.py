@@ -22,9 +22,14 @@ def format_duration(seconds: float) -> str:
 
 
 class Progress:
-    """``update(done)`` after each finished tile; ``close()`` prints the final state."""
+    """``update(done)`` after each finished tile; ``close()`` prints the final state.
 
-    def __init__(self, total: int, *, label: str = "tiles", stream: TextIO | None = None,
+    ``done``: items already finished before this run (a resumed store's tiles); they count
+    towards the bar but not towards the rate, so the ETA of a resumed run is not near zero.
+    """
+
+    def __init__(self, total: int, *, done: int = 0, label: str = "tiles",
+                 stream: TextIO | None = None,
                  interval: float = 10.0, interval_tty: float = 0.2, width: int = 30,
                  enabled: bool = True) -> None:
         self.total = total
@@ -35,12 +40,12 @@ class Progress:
         self.width = width
         self.enabled = enabled
         self.start = time.monotonic()
-        self.done = 0
+        self.done = self.initial = done
         self._last = -float("inf")
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        rate = (self.done - self.initial) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         fraction = self.done / self.total if self.total else 1.0
         filled = int(round(self.width * fraction))
