@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -45,12 +46,14 @@ FCHL_MEV = 160.0  # FCHL-class kernels at n_train 500 (approximate, for orientat
 
 
 def pool_kernels(frames: list, y: np.ndarray, settings: wkdist.KernelSettings, path: Path,
-                 *, workers: int) -> tuple[np.ndarray, float]:
-    """K^nu of the pool, (nu_max + 1, m, m), and the wall seconds spent on tiles in this run.
+                 *, workers: int) -> tuple[np.ndarray, dict]:
+    """K^nu of the pool, (nu_max + 1, m, m), and its cost: {"tile_s", "pairs", "tiles"} summed
+    over every tile ever computed into the store (across interrupted runs), "wall_s" of this run.
 
     Computed by the product's tiled Dask graph into a kernel store at ``path`` (the pool is the
     store's training set), so an interrupted run resumes from its finished tiles and a rerun
     reads the store back; the store refuses to be reused for another pool or other settings.
+    The cost is kept beside the store in ``<path>.cost.json``, rewritten after every tile.
     """
     from wkdist.cluster import open_cluster
     from wkdist.compute import compute_kernels
@@ -66,15 +69,30 @@ def pool_kernels(frames: list, y: np.ndarray, settings: wkdist.KernelSettings, p
     # a store needs a test part: one pool molecule (m extra pairs, never read)
     data = Dataset(train_frames=frames, test_frames=frames[:1], y_train=y, y_test=y[:1],
                    train_index=index, test_index=index[:1], target="U0", unit="eV")
+    cost_path = path.with_name(path.name + ".cost.json")
+    cost = {"tile_s": 0.0, "pairs": 0, "tiles": 0}
+    if cost_path.exists() and path.exists():
+        cost = json.loads(cost_path.read_text())
+
+    def record(result) -> None:
+        cost["tile_s"] += result.compute_s + result.write_s
+        cost["pairs"] += result.pairs
+        cost["tiles"] += 1
+        partial = cost_path.with_suffix(".partial")
+        partial.write_text(json.dumps(cost))
+        partial.replace(cost_path)
+
     with open_cluster(config.compute, dashboard_port=None) as cluster:
         summary = compute_kernels(config, client=cluster.client,
-                                  numba_threads=cluster.numba_threads, dataset=data)
+                                  numba_threads=cluster.numba_threads, dataset=data,
+                                  on_result=record)
     print(f"pool kernels: {len(frames)} molecules, {summary.computed_tiles} of "
           f"{summary.total_tiles} tiles computed in {summary.wall_s:.1f} s", flush=True)
     with strict_reads():
         group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
         kernels = group["K_train"][...]
-    return kernels, summary.wall_s if summary.computed_tiles else 0.0
+    return kernels, {**cost, "total_tiles": summary.total_tiles,
+                     "wall_s": summary.wall_s if summary.computed_tiles else 0.0}
 
 
 def _value(text: str):
@@ -171,11 +189,11 @@ def main() -> None:
     digest = hashlib.sha256(json.dumps([pool.tolist(), settings.to_dict()]).encode()).hexdigest()
     y = qm9.targets(pool)
     store = args.store or Path(f"runs/qm9_lc_{digest[:12]}")
-    kernels, kernel_s = pool_kernels(frames, y, settings, store, workers=args.workers)
+    kernels, cost = pool_kernels(frames, y, settings, store, workers=args.workers)
     counts, symbols = element_counts([a.get_chemical_symbols() for a in frames])
 
     maes: dict[str, list[float]] = {str(n): [] for n in sorted(args.n_train)}
-    fit_s = 0.0
+    fit_s: dict[str, list[float]] = {str(n): [] for n in sorted(args.n_train)}
     for split in range(args.splits):
         order = np.random.default_rng(args.seed + 1 + split).permutation(m)
         test = order[n_max:]
@@ -191,7 +209,7 @@ def main() -> None:
             prediction = baseline_values([frames[i] for i in test], baseline) + predict_dense(
                 kernels[:, test][:, :, train], alpha, coefficients=search.coefficients)
             mae = float(np.mean(np.abs(prediction - y[test]))) * MEV_PER_EV
-            fit_s += time.perf_counter() - start
+            fit_s[str(n)].append(time.perf_counter() - start)
             maes[str(n)].append(mae)
             print(f"split {split}, n_train {n}: test MAE {mae:6.1f} meV (CV MAE "
                   f"{search.cv_mae * MEV_PER_EV:6.1f} meV; c0 {search.c0:.3g}, a {search.a:.3g},"
@@ -204,11 +222,19 @@ def main() -> None:
         print(f"{label}: n_train {n}, n_test {args.n_test}, {len(v)} splits: test MAE "
               f"{v.mean():.1f} meV (std {v.std(ddof=1) if len(v) > 1 else 0:.1f}, range "
               f"{v.min():.1f}-{v.max():.1f})")
-    print(f"time: pool kernels {kernel_s:.0f} s ({'cached' if not kernel_s else 'computed'}), "
-          f"fits {fit_s:.0f} s")
+    # a point alone needs the kernels of its n training and n_test test molecules only
+    rate = cost["pairs"] / cost["tile_s"] if cost["tile_s"] else math.nan
+    print(f"time: pool kernels {rate:.0f} structure pairs per core-s (measured on "
+          f"{cost['tiles']} of {cost['total_tiles']} tiles, {cost['tile_s']:.0f} core-s), "
+          f"{(m * (m + 1) // 2 + m) / rate:.0f} core-s for the whole pool at that rate; wall "
+          f"{cost['wall_s']:.0f} s in this run")
+    for n, seconds in fit_s.items():
+        pairs = int(n) * (int(n) + 1) // 2 + args.n_test * int(n)
+        print(f"n_train {n}: CV search + solve + predict {np.median(seconds):.1f} s per split "
+              f"(median); its kernels alone {pairs:,} pairs, {pairs / rate:.0f} core-s")
     run = {"label": label, "n_test": args.n_test, "splits": args.splits, "folds": args.folds,
-           "seed": args.seed, "search_size": args.search_size, "mae_meV": maes, "settings": settings.to_dict(),
-           "kernel_s": kernel_s, "fit_s": fit_s}
+           "seed": args.seed, "search_size": args.search_size, "mae_meV": maes,
+           "settings": settings.to_dict(), "kernel_cost": cost, "fit_s": fit_s}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(run, indent=2))
