@@ -134,6 +134,7 @@ def plot(path: Path, runs: list[dict]) -> None:
                label=f"FCHL-class, n=500 (~{FCHL_MEV:.0f} meV)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(sorted({int(n) for run in runs for n in run["mae_meV"]}))
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -156,6 +157,9 @@ def main() -> None:
                              "settings wkdist.REFERENCE_QM9")
     parser.add_argument("--n-train", type=int, nargs="+", default=[500])
     parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--pool", type=int, default=None,
+                        help="pool size (default max(n_train) + n_test); the same pool and "
+                             "seed give the same test sets and nested training sets")
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
@@ -184,8 +188,10 @@ def main() -> None:
                      f"got {fit_nu_max}")
     fitted = dataclasses.replace(settings, nu_max=fit_nu_max)
     qm9 = load_qm9()
-    n_max = max(args.n_train)
-    m = n_max + args.n_test
+    m = args.pool or max(args.n_train) + args.n_test
+    if m < max(args.n_train) + args.n_test:
+        parser.error(f"--pool: expected at least max(n_train) + n_test = "
+                     f"{max(args.n_train) + args.n_test}, got {m}")
     pool = np.sort(np.random.default_rng(args.seed).choice(qm9.n, size=m, replace=False))
     frames = qm9.frames(pool)
     if args.check_overlap is not None:
@@ -206,7 +212,7 @@ def main() -> None:
     fit_s: dict[str, list[float]] = {str(n): [] for n in sorted(args.n_train)}
     for split in range(args.splits):
         order = np.random.default_rng(args.seed + 1 + split).permutation(m)
-        test = order[n_max:]
+        test = order[m - args.n_test:]
         for n in sorted(args.n_train):
             start = time.perf_counter()
             train = order[:n]
