@@ -187,6 +187,9 @@ def main() -> None:
         parser.error(f"--fit-nu-max: expected 1 .. {settings.nu_max} (the kernel's nu_max), "
                      f"got {fit_nu_max}")
     fitted = dataclasses.replace(settings, nu_max=fit_nu_max)
+    if args.search_size < args.folds:
+        parser.error(f"--search-size: expected at least --folds = {args.folds}, "
+                     f"got {args.search_size}")
     qm9 = load_qm9()
     m = args.pool or max(args.n_train) + args.n_test
     if m < max(args.n_train) + args.n_test:
