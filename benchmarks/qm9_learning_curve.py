@@ -166,6 +166,9 @@ def main() -> None:
     parser.add_argument("--search-size", type=int, default=1000,
                         help="(c0, a, b) by CV on at most this many training molecules "
                              "(a seeded subset; the dense search is cubic in it)")
+    parser.add_argument("--mixing", choices=("exponential", "free"), default="exponential",
+                        help="mixing of the orders searched by CV: c_nu = a b^nu / nu! (the "
+                             "paper), or free per-order coefficients")
     parser.add_argument("--fit-nu-max", type=int, default=None,
                         help="fit on K^0..K^N only: the kernels truncated at nu_max N (<= the "
                              "settings' nu_max) are the same numbers, so the store is reused")
@@ -223,7 +226,7 @@ def main() -> None:
             y_res = y[train] - baseline_values([frames[i] for i in train], baseline)
             k_train = kernels[:, train][:, :, train]
             search = fit_mixing(k_train, y_res, folds=args.folds, seed=split,
-                                max_size=args.search_size)
+                                max_size=args.search_size, mixing=args.mixing)
             alpha = solve_dense(k_train, y_res, coefficients=search.coefficients)
             prediction = baseline_values([frames[i] for i in test], baseline) + predict_dense(
                 kernels[:, test][:, :, train], alpha, coefficients=search.coefficients)
@@ -231,10 +234,11 @@ def main() -> None:
             fit_s[str(n)].append(time.perf_counter() - start)
             maes[str(n)].append(mae)
             print(f"split {split}, n_train {n}: test MAE {mae:6.1f} meV (CV MAE "
-                  f"{search.cv_mae * MEV_PER_EV:6.1f} meV; c0 {search.c0:.3g}, a {search.a:.3g},"
-                  f" b {search.b:.3g})", flush=True)
-    label = args.label or ", ".join(f"{k}={v}" for k, v in fitted.to_dict().items()
-                                    if getattr(wkdist.REFERENCE_QM9, k) != v) or "reference"
+                  f"{search.cv_mae * MEV_PER_EV:6.1f} meV; coefficients "
+                  f"{', '.join(f'{c:.3g}' for c in search.coefficients)})", flush=True)
+    label = args.label or ", ".join(
+        [f"{k}={v}" for k, v in fitted.to_dict().items() if getattr(wkdist.REFERENCE_QM9, k) != v]
+        + (["mixing=free"] if args.mixing == "free" else [])) or "reference"
     print(f"settings: {fitted.to_dict()}")
     for n, values in maes.items():
         v = np.array(values)
@@ -252,7 +256,8 @@ def main() -> None:
         print(f"n_train {n}: CV search + solve + predict {np.median(seconds):.1f} s per split "
               f"(median); its kernels alone {pairs:,} pairs, {pairs / rate:.0f} core-s")
     run = {"label": label, "n_test": args.n_test, "splits": args.splits, "folds": args.folds,
-           "seed": args.seed, "search_size": args.search_size, "mae_meV": maes,
+           "seed": args.seed, "search_size": args.search_size, "mixing": args.mixing,
+           "mae_meV": maes,
            "settings": fitted.to_dict(), "kernel_cost": cost, "fit_s": fit_s}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
