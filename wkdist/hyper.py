@@ -160,7 +160,11 @@ def _rows(structures: np.ndarray, block: int) -> np.ndarray:
 
 
 class _Problem:
-    """The folds' kernel blocks and targets, and the profile over the scale a of one shape."""
+    """The kernels, folds and targets, and the profile over the scale a of one shape.
+
+    Memory: the K^nu once, plus per shape the mixed matrix and one fold's blocks at a time
+    (about (nu_max + 3) n^2 doubles), never every fold's K^nu blocks at once.
+    """
 
     MU_STEP = 0.25     # decades between grid values of mu = reg / a
     MU_BELOW = 10.0    # decades below the largest eigenvalue
@@ -172,7 +176,8 @@ class _Problem:
         self.block = block
         self.regularization = regularization
         self.loss = loss
-        self.folds = [(K_nu[:, t][:, :, t], K_nu[:, v][:, :, t], y[t], y[v]) for t, v in splits]
+        self.K_nu = K_nu
+        self.folds = [(t, v, y[t], y[v]) for t, v in splits]
         self.has_k0 = bool(np.any(K_nu[0])) and self.nu_max >= 1
         self.cache: dict[tuple[float, float], tuple[float, float, float]] = {}
         self.history: list[tuple[float, float, float, float]] = []
@@ -197,12 +202,14 @@ class _Problem:
         if key in self.cache:
             return self.cache[key]
         parts = []
-        for ktt_nu, kvt_nu, yt, yv in self.folds:
-            mtt = np.tensordot(coefficients, ktt_nu, axes=1)
-            w, v = scipy.linalg.eigh(mtt, overwrite_a=True, check_finite=False, driver="evd")
-            p = np.tensordot(coefficients, kvt_nu, axes=1) @ v
+        mixed = np.tensordot(coefficients, self.K_nu, axes=1)
+        for train, val, yt, yv in self.folds:
+            w, v = scipy.linalg.eigh(mixed[np.ix_(train, train)], overwrite_a=True,
+                                     check_finite=False, driver="evd")
+            p = mixed[np.ix_(val, train)] @ v
             q = v.T @ yt
             parts.append((w, p, q, yv))
+        del mixed
         w_max = max(float(np.max(np.abs(w))) for w, *_ in parts)
         w_min = min(float(np.min(w)) for w, *_ in parts)
         if not (1e-150 < w_max < 1e150):  # a degenerate shape (the search strayed far out)
