@@ -42,8 +42,26 @@ from wkdist.model import baseline_values
 from wkdist.solve import predict_dense, solve_dense
 
 MEV_PER_EV = 1000.0
-AUTHORS_MEV = 72.2  # the authors' released run, n_train 500 (SPEC section 5)
+AUTHORS_MEV = 72.2  # the authors' released run, n_train 500 (qm9.out of their repository)
+PAPER_N, PAPER_MEV = 110_000, 4.3  # the paper's Table I: full QM9
 FCHL_MEV = 160.0  # FCHL-class kernels at n_train 500 (approximate, for orientation)
+
+
+def power_law(mae_meV: dict[str, list[float]]) -> tuple[float, float] | None:
+    """(prefactor, exponent) of MAE = prefactor * n^exponent fitted to the mean MAE of every
+    n (least squares in log-log); None with fewer than two sizes."""
+    ns = sorted(int(n) for n in mae_meV)
+    if len(ns) < 2:
+        return None
+    means = [float(np.mean(mae_meV[str(n)])) for n in ns]
+    exponent, log_prefactor = np.polyfit(np.log(ns), np.log(means), 1)
+    return float(np.exp(log_prefactor)), float(exponent)
+
+
+def n_reaching(fit: tuple[float, float], mae: float) -> float:
+    """The n at which the fitted power law reaches ``mae`` (inf when it does not fall)."""
+    prefactor, exponent = fit
+    return math.exp(math.log(mae / prefactor) / exponent) if exponent < 0 else math.inf
 
 
 def pool_kernels(frames: list, y: np.ndarray, settings: wkdist.KernelSettings, path: Path,
@@ -122,19 +140,26 @@ def plot(path: Path, runs: list[dict]) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    fig, ax = plt.subplots(figsize=(6.0, 4.5))
     for run in runs:
         ns = sorted(int(n) for n in run["mae_meV"])
         means = [np.mean(run["mae_meV"][str(n)]) for n in ns]
         spread = [np.std(run["mae_meV"][str(n)], ddof=1) if len(run["mae_meV"][str(n)]) > 1
                   else 0.0 for n in ns]
-        ax.errorbar(ns, means, yerr=spread, marker="o", capsize=3, label=run["label"])
-    ax.axhline(AUTHORS_MEV, color="k", ls="--", lw=1, label=f"authors, n=500 ({AUTHORS_MEV} meV)")
+        line = ax.errorbar(ns, means, yerr=spread, marker="o", capsize=3, label=run["label"])
+        fit = power_law(run["mae_meV"])
+        if fit is not None and fit[1] < 0:
+            reach = n_reaching(fit, PAPER_MEV)
+            xs = np.geomspace(ns[0], max(reach, PAPER_N) * 1.2, 50)
+            ax.plot(xs, fit[0] * xs ** fit[1], ls=":", lw=1, color=line[0].get_color(),
+                    label=f"  fit n^{fit[1]:.2f}: 4.3 meV at n = {reach:,.0f}")
+    ax.plot([500], [AUTHORS_MEV], "k*", ms=9, label=f"authors' run, n=500 ({AUTHORS_MEV} meV)")
+    ax.plot([PAPER_N], [PAPER_MEV], "kD", ms=6,
+            label=f"paper, n={PAPER_N:,} ({PAPER_MEV} meV)")
     ax.axhline(FCHL_MEV, color="gray", ls=":", lw=1,
                label=f"FCHL-class, n=500 (~{FCHL_MEV:.0f} meV)")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xticks(sorted({int(n) for run in runs for n in run["mae_meV"]}))
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -240,6 +265,11 @@ def main() -> None:
         [f"{k}={v}" for k, v in fitted.to_dict().items() if getattr(wkdist.REFERENCE_QM9, k) != v]
         + (["mixing=free"] if args.mixing == "free" else [])) or "reference"
     print(f"settings: {fitted.to_dict()}")
+    fit = power_law(maes)
+    if fit is not None:
+        print(f"{label}: power law {fit[0]:.4g} n^{fit[1]:.3f}; it reaches the paper's "
+              f"{PAPER_MEV} meV at n = {n_reaching(fit, PAPER_MEV):,.0f} (the paper: "
+              f"{PAPER_N:,})")
     for n, values in maes.items():
         v = np.array(values)
         print(f"{label}: n_train {n}, n_test {args.n_test}, {len(v)} splits: test MAE "
