@@ -124,7 +124,10 @@ from . import tune  # noqa: E402,F401  (tune)
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="wkdist", description="Wigner kernels at scale")
+    parser.add_argument("--version", action="version", version=f"wkdist {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, spec in COMMANDS.items():
         spec.add_arguments(sub.add_parser(name, help=spec.help, description=spec.help))
