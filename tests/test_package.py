@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import pydoc
@@ -64,3 +65,19 @@ def test_import_and_dir_load_no_ase_dask_or_zarr():
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("qm9pack") is None,
+                    reason='qm9pack is not installed (pip install "wkdist[qm9]")')
+def test_qm9pack_imports_and_wkdist_reads_qm9_without_it():
+    """The qm9 extra installs what `import qm9pack` needs (a user may use it directly);
+    wkdist's own QM9 loader never imports it (it warns)."""
+    proc = subprocess.run([sys.executable, "-c", "import qm9pack"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    code = ("import sys\nfrom wkdist.data.qm9 import load_qm9\nload_qm9()\n"
+            "print('qm9pack' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"
