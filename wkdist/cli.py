@@ -135,6 +135,7 @@ def _status(args: argparse.Namespace) -> int:
 from . import pipeline  # noqa: E402,F401  (fit, run, predict)
 from . import plan  # noqa: E402,F401  (plan)
 from . import tune  # noqa: E402,F401  (tune)
+from . import export  # noqa: E402,F401  (export)
 
 # --------------------------------------------------------------------------- entry point
 
