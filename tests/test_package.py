@@ -81,3 +81,17 @@ def test_qm9pack_imports_and_wkdist_reads_qm9_without_it():
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_built_in_example_runs_at_the_default_kernel_settings(tmp_path):
+    import tomllib
+    from importlib import resources
+
+    from wkdist.config import parse_config
+    from wkdist.pipeline import DEFAULT_CONFIG
+
+    text = resources.files("wkdist").joinpath(DEFAULT_CONFIG).read_text()
+    assert "kernel" not in tomllib.loads(text)
+    config = parse_config(tomllib.loads(text), base_dir=tmp_path, source=tmp_path / "c.toml")
+    assert config.kernel == wkdist.KernelSettings()
+    assert (config.data.source, config.data.n_train, config.data.n_test) == ("qm9", 500, 250)
