@@ -20,6 +20,10 @@ good_python() {  # the command runs and is a CPython >= 3.12
     "$1" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1
 }
 
+version_of() {
+    "$1" -c 'import platform; print(platform.python_version())' 2>/dev/null || echo '?'
+}
+
 find_python() {
     local candidate version
     if [ -n "${WKDIST_PYTHON:-}" ]; then
@@ -54,10 +58,11 @@ explain_missing() {
     local found=""
     for candidate in python3 python; do
         if command -v "$candidate" >/dev/null 2>&1; then
-            found="$found $candidate=$("$candidate" -c 'import platform; print(platform.python_version())' 2>/dev/null || echo '?')"
+            found="$found $candidate=$(version_of "$candidate")"
         fi
     done
-    say "error: wkdist needs Python >= $MINIMUM (zarr 3 does); none found (have:${found:- no python})."
+    say "error: wkdist needs Python >= $MINIMUM (zarr 3 does); none found" \
+        "(have:${found:- no python})."
     say "Install one, then rerun this command, for example:"
     say "  pyenv install 3.12          (pyenv; this script finds it without 'pyenv global')"
     say "  sudo apt install python3.12 python3.12-venv    (Debian/Ubuntu with 3.12 packages)"
@@ -74,13 +79,13 @@ elif [ $# -gt 0 ]; then
 fi
 
 if [ -x "$VENV/bin/python" ] && good_python "$VENV/bin/python"; then
-    say "using the existing $VENV ($("$VENV/bin/python" -c 'import platform; print(platform.python_version())'))"
+    say "using the existing $VENV (Python $(version_of "$VENV/bin/python"))"
 else
     if ! PYTHON=$(find_python); then
         explain_missing
         exit 1
     fi
-    say "creating $VENV with $PYTHON ($("$PYTHON" -c 'import platform; print(platform.python_version())'))"
+    say "creating $VENV with $PYTHON (Python $(version_of "$PYTHON"))"
     rm -rf "$VENV"
     if ! "$PYTHON" -m venv "$VENV"; then
         say "error: $PYTHON cannot create a virtual environment; on Debian/Ubuntu install" \

@@ -71,8 +71,8 @@ def test_vector_and_tensor_round_trip(tmp_path, kind, components):
         frames[3].set_cell(np.diag([9.0, 8.0, 7.5]))  # a periodic structure among them
         frames[3].set_pbc([True, True, False])
         ase.io.write(tmp_path / "data.extxyz", frames, format="extxyz")
-    (tmp_path / "c.toml").write_text(
-        f'[data]\npath = "data.extxyz"\ntarget = "{key}"\nn_train = 8\nn_test = 5\nseed = 2\n[store]\npath = "s"\n')
+    (tmp_path / "c.toml").write_text(f'[data]\npath = "data.extxyz"\ntarget = "{key}"\n'
+                                     'n_train = 8\nn_test = 5\nseed = 2\n[store]\npath = "s"\n')
     status, _, err = wkdist_cli("export", tmp_path / "c.toml", "--out", tmp_path / "out")
     assert status == 0, err
     assert f"({kind})" in err and f"written as {key}=" in err
