@@ -39,9 +39,9 @@ def slurm():
         pytest.skip("cannot start SLURM: no bash")
     try:
         answer = subprocess.run(["bash", str(START)], capture_output=True, text=True,
-                                timeout=240)
+                                timeout=600)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{START} did not finish within 240 s")
+        pytest.fail(f"{START} did not finish within 600 s")
     message = (answer.stderr.strip() or answer.stdout.strip()).splitlines()
     if answer.returncode == 3:
         pytest.skip(message[-1] if message else "cannot start SLURM")
