@@ -59,7 +59,9 @@ def test_library_fit_equals_wkdist_run_on_the_same_split(case):
     model = WignerKernelRidge(SETTINGS).fit(case["train"], _energies(case["train"]))
     hyper = case["results"]["hyperparameters"]
     assert model.baseline_ == pytest.approx(hyper["baseline"], rel=1e-12)
-    np.testing.assert_allclose(model.coefficients_, hyper["coefficients"], rtol=1e-12)
+    # the same kernels and targets: the search ends at the same point, up to what BLAS's
+    # last bits (they may depend on array alignment) do to its Nelder-Mead steps
+    np.testing.assert_allclose(model.coefficients_, hyper["coefficients"], rtol=1e-9)
     # the KRR part (prediction minus the element baseline): dense solve here, tiled there
     baseline = baseline_values(case["test"], model.baseline_)
     ours = model.predict(case["test"]) - baseline
