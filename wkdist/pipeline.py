@@ -4,7 +4,8 @@
 baseline, chooses (c0, a, b) by cross-validation on at most ``[fit] max_search`` training
 structures held in memory, then solves for the weights with the tiled, resumable Cholesky of
 ``wkdist.solve`` and predicts the test set tile by tile. ``run`` computes the kernels first.
-Outputs follow CONTRACTS.md: results.json, predictions.csv, report.png and model/.
+Outputs (README, "Outputs of `wkdist run` / `wkdist fit`"): results.json, predictions.csv,
+report.png and model/.
 """
 
 from __future__ import annotations

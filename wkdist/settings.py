@@ -1,4 +1,4 @@
-"""Kernel hyperparameters: one frozen, validated dataclass (SPEC sections 1-5)."""
+"""Kernel hyperparameters: one frozen, validated dataclass (docs/mathematics.md)."""
 
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ _CHOICES = {
 class KernelSettings:
     """Settings of the Wigner kernel.
 
-    Defaults are the authors' released QM9 configuration (SPEC section 5, ``REFERENCE_QM9``)
+    Defaults are the authors' released QM9 configuration (``REFERENCE_QM9``)
     except ``cutoff`` 4.0 Å and ``cutoff_smoothing`` 2.0 Å, chosen by ``wkdist tune`` on QM9 U0
     (README, "Accuracy on QM9"): better on each of 5 test splits (90.3 against 92.9 meV mean at
     n_train 500) and about 30 % cheaper. ``radial_weight`` defaults to ``"exp"`` (paper Eq.
-    E2): on QM9 U0 it gave 90 meV against 108 meV for ``"none"`` (SPEC section 1).
+    E2): on QM9 U0 it gave 90 meV against 108 meV for ``"none"``.
     """
 
     cutoff: float = 4.0
@@ -87,7 +87,7 @@ class KernelSettings:
         return tuple(f.name for f in fields(cls))
 
 
-# The authors' released QM9 configuration (SPEC section 5), every field explicit.
+# The authors' released QM9 configuration (docs/mathematics.md), every field explicit.
 REFERENCE_QM9 = KernelSettings(cutoff=5.0, nu_max=4, lambda_max=3, gaussian_width=0.03,
                                decay_length=1.0, radial_weight="exp", cutoff_smoothing=0.5,
                                normalization="paper", scheme="reduced")

@@ -1,4 +1,4 @@
-"""``wkdist tune``: choose the kernel's own hyperparameters by cross-validation (SPEC section 5).
+"""``wkdist tune``: choose the kernel's own hyperparameters by cross-validation.
 
 A search over the [kernel] settings named in ``[tune]`` (gaussian_width, decay_length, cutoff,
 cutoff_smoothing, radial_weight, nu_max, lambda_max, ...), each a list of values or a range::
