@@ -42,8 +42,26 @@ from wkdist.model import baseline_values
 from wkdist.solve import predict_dense, solve_dense
 
 MEV_PER_EV = 1000.0
-AUTHORS_MEV = 72.2  # the authors' released run, n_train 500 (their qm9.out)
+AUTHORS_MEV = 72.2  # the authors' released run, n_train 500 (qm9.out of their repository)
+PAPER_N, PAPER_MEV = 110_000, 4.3  # the paper's Table I: full QM9
 FCHL_MEV = 160.0  # FCHL-class kernels at n_train 500 (approximate, for orientation)
+
+
+def power_law(mae_meV: dict[str, list[float]]) -> tuple[float, float] | None:
+    """(prefactor, exponent) of MAE = prefactor * n^exponent fitted to the mean MAE of every
+    n (least squares in log-log); None with fewer than two sizes."""
+    ns = sorted(int(n) for n in mae_meV)
+    if len(ns) < 2:
+        return None
+    means = [float(np.mean(mae_meV[str(n)])) for n in ns]
+    exponent, log_prefactor = np.polyfit(np.log(ns), np.log(means), 1)
+    return float(np.exp(log_prefactor)), float(exponent)
+
+
+def n_reaching(fit: tuple[float, float], mae: float) -> float:
+    """The n at which the fitted power law reaches ``mae`` (inf when it does not fall)."""
+    prefactor, exponent = fit
+    return math.exp(math.log(mae / prefactor) / exponent) if exponent < 0 else math.inf
 
 
 def pool_kernels(frames: list, y: np.ndarray, settings: wkdist.KernelSettings, path: Path,
@@ -122,19 +140,26 @@ def plot(path: Path, runs: list[dict]) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    fig, ax = plt.subplots(figsize=(6.0, 4.5))
     for run in runs:
         ns = sorted(int(n) for n in run["mae_meV"])
         means = [np.mean(run["mae_meV"][str(n)]) for n in ns]
         spread = [np.std(run["mae_meV"][str(n)], ddof=1) if len(run["mae_meV"][str(n)]) > 1
                   else 0.0 for n in ns]
-        ax.errorbar(ns, means, yerr=spread, marker="o", capsize=3, label=run["label"])
-    ax.axhline(AUTHORS_MEV, color="k", ls="--", lw=1, label=f"authors, n=500 ({AUTHORS_MEV} meV)")
+        line = ax.errorbar(ns, means, yerr=spread, marker="o", capsize=3, label=run["label"])
+        fit = power_law(run["mae_meV"])
+        if fit is not None and fit[1] < 0:
+            reach = n_reaching(fit, PAPER_MEV)
+            xs = np.geomspace(ns[0], max(reach, PAPER_N) * 1.2, 50)
+            ax.plot(xs, fit[0] * xs ** fit[1], ls=":", lw=1, color=line[0].get_color(),
+                    label=f"  fit n^{fit[1]:.2f}: 4.3 meV at n = {reach:,.0f}")
+    ax.plot([500], [AUTHORS_MEV], "k*", ms=9, label=f"authors' run, n=500 ({AUTHORS_MEV} meV)")
+    ax.plot([PAPER_N], [PAPER_MEV], "kD", ms=6,
+            label=f"paper, n={PAPER_N:,} ({PAPER_MEV} meV)")
     ax.axhline(FCHL_MEV, color="gray", ls=":", lw=1,
                label=f"FCHL-class, n=500 (~{FCHL_MEV:.0f} meV)")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xticks(sorted({int(n) for run in runs for n in run["mae_meV"]}))
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -166,6 +191,9 @@ def main() -> None:
     parser.add_argument("--search-size", type=int, default=1000,
                         help="(c0, a, b) by CV on at most this many training molecules "
                              "(a seeded subset; the dense search is cubic in it)")
+    parser.add_argument("--mixing", choices=("exponential", "free"), default="exponential",
+                        help="mixing of the orders searched by CV: c_nu = a b^nu / nu! (the "
+                             "paper), or free per-order coefficients")
     parser.add_argument("--fit-nu-max", type=int, default=None,
                         help="fit on K^0..K^N only: the kernels truncated at nu_max N (<= the "
                              "settings' nu_max) are the same numbers, so the store is reused")
@@ -223,7 +251,7 @@ def main() -> None:
             y_res = y[train] - baseline_values([frames[i] for i in train], baseline)
             k_train = kernels[:, train][:, :, train]
             search = fit_mixing(k_train, y_res, folds=args.folds, seed=split,
-                                max_size=args.search_size)
+                                max_size=args.search_size, mixing=args.mixing)
             alpha = solve_dense(k_train, y_res, coefficients=search.coefficients)
             prediction = baseline_values([frames[i] for i in test], baseline) + predict_dense(
                 kernels[:, test][:, :, train], alpha, coefficients=search.coefficients)
@@ -231,11 +259,17 @@ def main() -> None:
             fit_s[str(n)].append(time.perf_counter() - start)
             maes[str(n)].append(mae)
             print(f"split {split}, n_train {n}: test MAE {mae:6.1f} meV (CV MAE "
-                  f"{search.cv_mae * MEV_PER_EV:6.1f} meV; c0 {search.c0:.3g}, a {search.a:.3g},"
-                  f" b {search.b:.3g})", flush=True)
-    label = args.label or ", ".join(f"{k}={v}" for k, v in fitted.to_dict().items()
-                                    if getattr(wkdist.REFERENCE_QM9, k) != v) or "reference"
+                  f"{search.cv_mae * MEV_PER_EV:6.1f} meV; coefficients "
+                  f"{', '.join(f'{c:.3g}' for c in search.coefficients)})", flush=True)
+    label = args.label or ", ".join(
+        [f"{k}={v}" for k, v in fitted.to_dict().items() if getattr(wkdist.REFERENCE_QM9, k) != v]
+        + (["mixing=free"] if args.mixing == "free" else [])) or "reference"
     print(f"settings: {fitted.to_dict()}")
+    fit = power_law(maes)
+    if fit is not None:
+        print(f"{label}: power law {fit[0]:.4g} n^{fit[1]:.3f}; it reaches the paper's "
+              f"{PAPER_MEV} meV at n = {n_reaching(fit, PAPER_MEV):,.0f} (the paper: "
+              f"{PAPER_N:,})")
     for n, values in maes.items():
         v = np.array(values)
         print(f"{label}: n_train {n}, n_test {args.n_test}, {len(v)} splits: test MAE "
@@ -252,7 +286,8 @@ def main() -> None:
         print(f"n_train {n}: CV search + solve + predict {np.median(seconds):.1f} s per split "
               f"(median); its kernels alone {pairs:,} pairs, {pairs / rate:.0f} core-s")
     run = {"label": label, "n_test": args.n_test, "splits": args.splits, "folds": args.folds,
-           "seed": args.seed, "search_size": args.search_size, "mae_meV": maes,
+           "seed": args.seed, "search_size": args.search_size, "mixing": args.mixing,
+           "mae_meV": maes,
            "settings": fitted.to_dict(), "kernel_cost": cost, "fit_s": fit_s}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

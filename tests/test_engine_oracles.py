@@ -110,7 +110,9 @@ def test_paper_normalization_scales_k1_by_8pi2_over_2l_plus_1():
     rng = np.random.default_rng(3)
     frames = [random_atoms("CH4", rng, 1.2), random_atoms("CH3", rng, 1.2)]
     common = dict(cutoff=4.0, gaussian_width=0.3, decay_length=1.5, lambda_max=0, nu_max=3)
-    paper = wkdist.structure_kernels(frames, settings=wkdist.KernelSettings(**common))
+    paper = wkdist.structure_kernels(
+        frames, settings=wkdist.KernelSettings(**common, normalization="paper")
+    )
     exact = wkdist.structure_kernels(
         frames, settings=wkdist.KernelSettings(**common, normalization="exact")
     )

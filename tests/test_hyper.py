@@ -126,3 +126,34 @@ def test_species_baseline_recovers_weights_exactly():
     with pytest.raises(ValueError, match="scalar target"):
         hyper.species_baseline(counts, np.stack([y, y], 1), symbols)
     assert math.isfinite(sum(baseline.values()))
+
+
+def test_free_mixing_is_never_worse_and_reports_its_own_cholesky_error():
+    k, y = _synthetic(90, 4)
+    splits = hyper.kfold_splits(90, 5, 2)
+    exponential = hyper.fit_mixing(k, y, folds=5, seed=2)
+    free = hyper.fit_mixing(k, y, folds=5, seed=2, mixing="free")
+    assert free.mixing == "free" and free.b is None
+    assert exponential.mixing == "exponential" and exponential.b > 0
+    assert hyper.cv_error(k, y, free.coefficients, splits=splits) == pytest.approx(
+        free.cv_mae, rel=1e-12)
+    # it starts from the exponential optimum and only accepts improvements
+    assert free.cv_mae <= exponential.cv_mae * (1 + 1e-9)
+    # log coordinates: every coefficient positive, so the mixed kernel stays PSD
+    assert np.all(np.array(free.coefficients) > 0)
+
+
+def test_free_mixing_on_an_exponential_truth_matches_the_exponential_search():
+    k, y = _synthetic(80, 1)
+    exponential = hyper.fit_mixing(k, y, folds=5, seed=3)
+    free = hyper.fit_mixing(k, y, folds=5, seed=3, mixing="free")
+    assert exponential.cv_mae * 0.97 <= free.cv_mae <= exponential.cv_mae * (1 + 1e-9)
+
+
+def test_free_mixing_without_k0_and_bad_value():
+    k, y = _synthetic(60, 5, with_k0=False)
+    free = hyper.fit_mixing(k, y, folds=4, seed=0, mixing="free")
+    assert free.c0 == 0.0 and free.coefficients[0] == 0.0
+    assert free.cv_mae <= hyper.fit_mixing(k, y, folds=4, seed=0).cv_mae * (1 + 1e-9)
+    with pytest.raises(ValueError, match="mixing: expected 'exponential' or 'free', got 'x'"):
+        hyper.fit_mixing(k, y, mixing="x")

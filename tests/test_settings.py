@@ -18,7 +18,7 @@ def test_reference_settings_and_the_searched_defaults():
     assert (r.cutoff, r.nu_max, r.lambda_max, r.gaussian_width, r.decay_length) == (
         5.0, 4, 3, 0.03, 1.0)
     assert (r.radial_weight, r.cutoff_smoothing, r.normalization, r.scheme) == (
-        "exp", 0.5, "paper", "reduced")
+        "exp", 0.5, "exact", "reduced")
     changed = {k: v for k, v in KernelSettings().to_dict().items() if r.to_dict()[k] != v}
     assert changed == {"cutoff": 4.0, "cutoff_smoothing": 2.0}
 

@@ -24,6 +24,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "structure_kernels": "wkdist.engine",
     "equivariant_structure_kernels": "wkdist.engine",
+    "WignerKernelRidge": "wkdist.estimator",
+    "WignerCalculator": "wkdist.estimator",
 }
 
 __all__ = [
@@ -31,6 +33,8 @@ __all__ = [
     "REFERENCE_QM9",
     "structure_kernels",
     "equivariant_structure_kernels",
+    "WignerKernelRidge",
+    "WignerCalculator",
     "WkdistError",
     "SettingsError",
     "StructureError",

@@ -238,6 +238,7 @@ class FitConfig:
     regularization: float = 1.0  # fixed, as in the paper: a sets the scale
     folds: int = 10
     mode: str = "kfold"  # "kfold", or "holdout" (one validation split) for large n
+    mixing: str = "exponential"  # c_nu = a b^nu / nu! (the paper), or "free" per-order c_nu
     seed: int = 0
     baseline: bool = True  # per-element least-squares baseline before the KRR
     max_search: int = 5000  # the search holds at most this many training structures in memory
@@ -475,6 +476,7 @@ SECTIONS: dict[str, Section] = {
             "regularization": Field(positive_number),
             "folds": Field(positive_int),
             "mode": Field(one_of("kfold", "holdout")),
+            "mixing": Field(one_of("exponential", "free")),
             "seed": Field(non_negative_int),
             "baseline": Field(boolean),
             "max_search": Field(positive_int),

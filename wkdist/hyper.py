@@ -72,7 +72,7 @@ def mixing_coefficients(c0: float, a: float, b: float, nu_max: int) -> np.ndarra
 class MixingResult:
     c0: float
     a: float
-    b: float
+    b: float | None          # None for free mixing (no b ties the orders together)
     coefficients: tuple[float, ...]
     regularization: float
     cv_mae: float            # validation MAE at the chosen point, pooled over folds (Cholesky)
@@ -83,6 +83,7 @@ class MixingResult:
     n_used: int              # structures the search looked at (max_size may cap it)
     evaluations: int         # shapes (r, b) evaluated, each one eigendecomposition per fold
     seconds: float
+    mixing: str = "exponential"  # or "free"
     history: list = field(default_factory=list, repr=False)  # (c0, a, b, error) per shape
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,7 +160,11 @@ def _rows(structures: np.ndarray, block: int) -> np.ndarray:
 
 
 class _Problem:
-    """The folds' kernel blocks and targets, and the profile over the scale a of one shape."""
+    """The kernels, folds and targets, and the profile over the scale a of one shape.
+
+    Memory: the K^nu once, plus per shape the mixed matrix and one fold's blocks at a time
+    (about (nu_max + 3) n^2 doubles), never every fold's K^nu blocks at once.
+    """
 
     MU_STEP = 0.25     # decades between grid values of mu = reg / a
     MU_BELOW = 10.0    # decades below the largest eigenvalue
@@ -171,7 +176,8 @@ class _Problem:
         self.block = block
         self.regularization = regularization
         self.loss = loss
-        self.folds = [(K_nu[:, t][:, :, t], K_nu[:, v][:, :, t], y[t], y[v]) for t, v in splits]
+        self.K_nu = K_nu
+        self.folds = [(t, v, y[t], y[v]) for t, v in splits]
         self.has_k0 = bool(np.any(K_nu[0])) and self.nu_max >= 1
         self.cache: dict[tuple[float, float], tuple[float, float, float]] = {}
         self.history: list[tuple[float, float, float, float]] = []
@@ -185,17 +191,25 @@ class _Problem:
 
     def evaluate(self, log_r: float, log_b: float) -> tuple[float, float, float]:
         """(best error over a, that a, rmse/mae companion) for the shape (r, b)."""
-        key = (round(log_r, 12), round(log_b, 12))
+        b = math.exp(log_b) if self.nu_max else 0.0
+        return self.profile(self.shape(log_r, log_b), b)
+
+    def profile(self, coefficients: np.ndarray, b: float = math.nan
+                ) -> tuple[float, float, float]:
+        """(best error over a, that a, rmse/mae companion) for the shape ``coefficients``
+        (the model's coefficients are a times these); ``b`` only labels the history."""
+        key = tuple(float(f"{c:.12g}") for c in coefficients)
         if key in self.cache:
             return self.cache[key]
-        coefficients = self.shape(log_r, log_b)
         parts = []
-        for ktt_nu, kvt_nu, yt, yv in self.folds:
-            mtt = np.tensordot(coefficients, ktt_nu, axes=1)
-            w, v = scipy.linalg.eigh(mtt, overwrite_a=True, check_finite=False, driver="evd")
-            p = np.tensordot(coefficients, kvt_nu, axes=1) @ v
+        mixed = np.tensordot(coefficients, self.K_nu, axes=1)
+        for train, val, yt, yv in self.folds:
+            w, v = scipy.linalg.eigh(mixed[np.ix_(train, train)], overwrite_a=True,
+                                     check_finite=False, driver="evd")
+            p = mixed[np.ix_(val, train)] @ v
             q = v.T @ yt
             parts.append((w, p, q, yv))
+        del mixed
         w_max = max(float(np.max(np.abs(w))) for w, *_ in parts)
         w_min = min(float(np.min(w)) for w, *_ in parts)
         if not (1e-150 < w_max < 1e150):  # a degenerate shape (the search strayed far out)
@@ -232,10 +246,39 @@ class _Problem:
         a = self.regularization / 10.0 ** log_mu
         result = (value, a, error(log_mu)[1])
         self.cache[key] = result
-        c = self.shape(log_r, log_b) * a
-        self.history.append((float(c[0]), a if self.nu_max else 0.0,
-                             math.exp(log_b) if self.nu_max else 0.0, value))
+        self.history.append((float(coefficients[0] * a), a if self.nu_max else 0.0, b, value))
         return result
+
+    def free_polish(self, start: np.ndarray, max_evaluations: int
+                    ) -> tuple[float, np.ndarray]:
+        """Nelder-Mead over the free per-order shape (log r, log c_2/c_1 .. log c_nu/c_1),
+        c_1 = 1, from the shape ``start``; returns (error, best shape). Log coordinates keep
+        every coefficient positive, so the mixed kernel stays positive semi-definite."""
+        start = np.asarray(start, dtype=np.float64)
+        offset = 0 if self.has_k0 else 1  # without K^0, c0 is not a parameter
+
+        def shape(x: np.ndarray) -> np.ndarray:
+            c = np.empty(self.nu_max + 1)
+            c[0] = math.exp(x[0]) if self.has_k0 else 0.0
+            c[1] = 1.0
+            c[2:] = np.exp(x[1 - offset:])
+            return c
+
+        x0 = np.log(np.concatenate([start[:1] / start[1] if self.has_k0 else [],
+                                    start[2:] / start[1]]))
+        ten = math.log(10)
+
+        def objective(x: np.ndarray) -> float:
+            if np.any(np.abs(x - x0) > 8 * ten):  # far outside any useful shape
+                return math.inf
+            return self.profile(shape(x))[0]
+
+        simplex = np.vstack([x0] + [x0 + ten * np.eye(len(x0))[i] for i in range(len(x0))])
+        found = scipy.optimize.minimize(objective, x0, method="Nelder-Mead",
+                                        options={"initial_simplex": simplex,
+                                                 "maxfev": max_evaluations,
+                                                 "xatol": 1e-3, "fatol": 0.0})
+        return float(found.fun), shape(found.x)
 
 
 def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
@@ -244,7 +287,8 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
                log10_b: tuple[float, float, float] = (-2.0, 2.0, 0.5),
                log10_r: tuple[float, float, float] = (-3.0, 1.0, 1.0),
                polish: bool = True, max_polish: int = 60, blas_threads: int = 1,
-               block: int = 1) -> MixingResult:
+               block: int = 1, mixing: str = "exponential", max_free: int = 200
+               ) -> MixingResult:
     """Choose c0, a, b (c_nu = a b^nu / nu!) by cross-validation on in-memory kernels.
 
     K_nu: (nu_max + 1, n, n) stacked training kernels; y: (n,) or (n, k) targets (already minus
@@ -260,6 +304,12 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
     structures, so a structure's components are never split between training and validation;
     the MAE is then the mean norm of a structure's error (rotation invariant, see ``_errors``).
     K^0 of such kernels is zero, and c0 is then 0.
+
+    ``mixing="free"``: the orders' coefficients c_1 .. c_nu_max are not tied to a b^nu / nu!
+    (a departure from the paper's exponential mixing): from the exponential optimum,
+    Nelder-Mead (at most ``max_free`` shapes) moves log(c0 / c_1) and log(c_nu / c_1) freely,
+    with the scale still profiled exactly, so its CV error is never above the exponential
+    one's. It contains every truncation nu_max' < nu_max as a limit.
     """
     start = time.perf_counter()
     K_nu = np.asarray(K_nu, dtype=np.float64)
@@ -276,6 +326,8 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
         raise DataError("K_nu and y must be finite")
     if mode not in ("kfold", "holdout"):
         raise ValueError(f"mode: expected 'kfold' or 'holdout', got {mode!r}")
+    if mixing not in ("exponential", "free"):
+        raise ValueError(f"mixing: expected 'exponential' or 'free', got {mixing!r}")
     if loss not in ("mae", "rmse"):
         raise ValueError(f"loss: expected 'mae' or 'rmse', got {loss!r}")
     if not regularization > 0:
@@ -349,8 +401,13 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
         if not math.isfinite(value):
             raise NotPositiveDefiniteError("no mixing gave a positive definite fold matrix; "
                                            "check the kernels (K^nu must be PSD)")
-        _, a, _ = problem.evaluate(log_r, log_b)
-        coefficients = problem.shape(log_r, log_b) * a
+        shape = problem.shape(log_r, log_b)
+        if mixing == "free" and nu_max >= 2:
+            free_value, free_shape = problem.free_polish(shape, max_free)
+            if free_value < value:
+                shape = free_shape
+        _, a, _ = problem.profile(shape)
+        coefficients = shape * a
         # report the errors of the final fit's own algebra (a Cholesky per fold)
         mae = cv_error(K_nu, y, coefficients, splits=splits, regularization=regularization,
                        blas_threads=blas_threads, block=block)
@@ -358,13 +415,15 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
                         loss="rmse", blas_threads=blas_threads, block=block)
         if nu_max == 0:
             c0, a_out, b_out = float(coefficients[0]), 0.0, 0.0
+        elif mixing == "free":
+            c0, a_out, b_out = float(coefficients[0]), float(a), None
         else:
             c0, a_out, b_out = float(coefficients[0]), float(a), math.exp(log_b)
     return MixingResult(
         c0=c0, a=a_out, b=b_out, coefficients=tuple(float(c) for c in coefficients),
         regularization=float(regularization), cv_mae=float(mae), cv_rmse=float(rmse),
         loss=loss, mode=mode, folds=len(splits), n_used=n, evaluations=len(problem.cache),
-        seconds=time.perf_counter() - start, history=problem.history)
+        seconds=time.perf_counter() - start, mixing=mixing, history=problem.history)
 
 
 # --------------------------------------------------------------------------- species baseline

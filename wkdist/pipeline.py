@@ -74,9 +74,11 @@ def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
     m = min(len(y) // d, fit.max_search)
     kernels = group[kernel_array("train", lam)][:, :m * d, :m * d]
     result = fit_mixing(kernels, y[:m * d], folds=min(fit.folds, m), seed=fit.seed,
-                        regularization=fit.regularization, mode=fit.mode, block=d)
+                        regularization=fit.regularization, mode=fit.mode, block=d,
+                        mixing=fit.mixing)
     search = {"c0": result.c0, "a": result.a, "b": result.b, "cv_mae": result.cv_mae,
-              "cv_rmse": result.cv_rmse, "mode": result.mode, "folds": result.folds,
+              "cv_rmse": result.cv_rmse, "mode": result.mode, "mixing": result.mixing,
+              "folds": result.folds,
               "n_used": result.n_used, "evaluations": result.evaluations,
               "seconds": result.seconds}
     return {"coefficients": list(result.coefficients), "search": search}
@@ -148,7 +150,8 @@ def _learning_curve(group: zarr.Group, y_parts: dict[int, np.ndarray], b_test: n
             d = 2 * lam + 1
             kernels = group[kernel_array("train", lam)][:, :n * d, :n * d]
             result = fit_mixing(kernels, y[:n * d], folds=min(fit.folds, n), seed=fit.seed,
-                                regularization=fit.regularization, mode=fit.mode, block=d)
+                                regularization=fit.regularization, mode=fit.mode, block=d,
+                                mixing=fit.mixing)
             alpha = solve_dense(kernels, y[:n * d], coefficients=result.coefficients,
                                 regularization=fit.regularization)
             values = predict_dense(group[kernel_array("test", lam)][:, :, :n * d], alpha,
