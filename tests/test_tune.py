@@ -56,13 +56,13 @@ def make_data(directory: Path) -> None:
 
 
 def write_config(directory: Path, tune: list[str], *, name: str = "config.toml",
-                 kernel: dict | None = None) -> Path:
+                 kernel: dict | None = None, fit: tuple[str, ...] = ()) -> Path:
     kernel = {**KERNEL, "gaussian_width": 0.03, **(kernel or {})}
     lines = ["[data]", 'path = "mols.xyz"', 'target = "energy"', f"n_train = {N_TRAIN}",
              f"n_test = {N_TEST}", "seed = 0", 'unit = "eV"', "[kernel]",
              *(f"{k} = {json.dumps(v)}" for k, v in kernel.items()),
              "[compute]", "tile_size = 16", "workers = 2", "threads_per_worker = 1",
-             "[store]", 'path = "store"', "[fit]", "folds = 4", "[tune]", *tune]
+             "[store]", 'path = "store"', "[fit]", "folds = 4", *fit, "[tune]", *tune]
     path = directory / name
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -217,6 +217,26 @@ def test_nu_max_candidates_share_one_kernel_store(case):
     assert [(r["nu_max"], r["kernels"]) for r in rows] == [("1", "computed"), ("2", "reused")]
     assert len(list((case / "nu" / "stores").iterdir())) == 1
     assert float(rows[0]["b"]) > 0
+
+
+def test_free_mixing_is_searched_as_fit_searches_it(case):
+    """[fit] mixing = "free": the candidates are scored with the per-order coefficients fit
+    would choose (never a worse CV error than the exponential mixing on the same kernels), and
+    best.toml keeps the mixing."""
+    tune = ["gaussian_width = [0.2]", "n_search = 24", "folds = 3"]
+    exponential = write_config(case, tune, name="exp.toml")
+    free = write_config(case, tune, name="free.toml", fit=('mixing = "free"',))
+    status, err = wkdist("tune", exponential, "--out", case / "exp")
+    assert status == 0, err
+    status, err = wkdist("tune", free, "--out", case / "free")
+    assert status == 0, err
+    [row_exp] = read_rows(case / "exp" / "tune.csv")
+    [row_free] = read_rows(case / "free" / "tune.csv")
+    assert float(row_free["cv_mae"]) <= float(row_exp["cv_mae"]) * (1 + 1e-9)
+    assert math.isnan(float(row_free["b"])) and float(row_exp["b"]) > 0
+    assert load_config(case / "free" / "best.toml")["fit"].mixing == "free"
+    assert load_config(case / "exp" / "best.toml")["fit"].mixing == "exponential"
+    assert "lambda = 0: coefficients" in (case / "free" / "best.toml").read_text()
 
 
 def test_a_different_search_in_the_same_directory_is_refused(case, search, tmp_path):

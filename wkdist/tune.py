@@ -15,7 +15,8 @@ cutoff_smoothing, radial_weight, nu_max, lambda_max, ...), each a list of values
 Everything happens inside the training set: ``n_search`` structures are drawn from it with
 ``[tune] seed``; the per-element baseline is fitted on them (``[fit] baseline``), and every
 candidate is scored by the pooled k-fold CV error of the mixing (c0, a, b) that ``fit_mixing``
-chooses on its kernels, exactly as ``wkdist fit`` chooses it (``[fit] regularization``).
+chooses on its kernels, exactly as ``wkdist fit`` chooses it (``[fit] regularization``, and
+``[fit] mixing``: with ``"free"`` the per-order coefficients, whose b is then NaN in tune.csv).
 
 Scalars are scored by the CV MAE. Vector and tensor targets are fitted part by part as in
 ``wkdist fit`` (each irreducible part lambda its own (a, b), with folds that keep a structure's
@@ -195,6 +196,8 @@ def _search_key(config: Config, tune: TuneConfig, data: Dataset) -> str:
             "seed": tune.seed, "refine_rounds": tune.refine_rounds,
             "kernel": config.kernel.to_dict(), "regularization": fit.regularization,
             "baseline": fit.baseline, "data": data.fingerprint()}
+    if fit.mixing != "exponential":  # exponential searches keep the key they always had
+        blob["mixing"] = fit.mixing
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -299,8 +302,8 @@ def config_toml(config: Config, kernel: KernelSettings, *, store: str = "store",
     lines += _table("store", {"path": store})
     lines += ["# coefficients are chosen again by CV for the new kernel"]
     lines += _table("fit", {"regularization": fit.regularization, "folds": fit.folds,
-                            "mode": fit.mode, "seed": fit.seed, "baseline": fit.baseline,
-                            "max_search": fit.max_search,
+                            "mode": fit.mode, "mixing": fit.mixing, "seed": fit.seed,
+                            "baseline": fit.baseline, "max_search": fit.max_search,
                             "learning_curve": None if fit.learning_curve is None
                             else list(fit.learning_curve)})
     return "\n".join(lines) + "\n"
@@ -506,14 +509,19 @@ class _Search:
             results = {lam: fit_mixing(kernels[lam], y, folds=self.tune.folds,
                                        seed=self.tune.seed,
                                        regularization=self.fit.regularization, mode="kfold",
-                                       block=2 * lam + 1)
+                                       block=2 * lam + 1, mixing=self.fit.mixing)
                        for lam, y in self.y.items()}
             first = results[min(results)]
+
+            def b_of(result: Any) -> float:  # free mixing has no b
+                return math.nan if result.b is None else result.b
+
             row.update(cv_mae=first.cv_mae, cv_rmse=first.cv_rmse, c0=first.c0, a=first.a,
-                       b=first.b, error="")
+                       b=b_of(first), error="",
+                       coefficients={str(lam): list(r.coefficients) for lam, r in results.items()})
             if self.kind == "tensor":
                 row.update(self.tensor_score(kernels, results), a_lambda2=results[2].a,
-                           b_lambda2=results[2].b)
+                           b_lambda2=b_of(results[2]))
         except (WkdistError, np.linalg.LinAlgError) as error:  # e.g. no PD mixing
             row.update(cv_mae=math.inf, cv_rmse=math.inf, c0=math.nan, a=math.nan, b=math.nan,
                        error=str(error).splitlines()[0])
@@ -665,10 +673,15 @@ def run_tune(config: Config, out: Path, *, quiet: bool = False) -> dict[str, Any
     unit = f" {data.unit}" if data.unit else ""
     score = _score_name(kind)
     plotted = _plot(out / "tune.png", search.rows, tune, data.unit, score=score)
-    mixing = f"c0 {best['c0']:.6g}, a {best['a']:.6g}, b {best['b']:.6g}"
-    if kind == "tensor":
-        mixing = (f"lambda = 0: {mixing}; lambda = 2: a {best['a_lambda2']:.6g}, "
-                  f"b {best['b_lambda2']:.6g}")
+    if fit.mixing == "free":
+        mixing = "; ".join(f"lambda = {lam}: coefficients "
+                           + ", ".join(f"{c:.6g}" for c in values)
+                           for lam, values in best["coefficients"].items())
+    else:
+        mixing = f"c0 {best['c0']:.6g}, a {best['a']:.6g}, b {best['b']:.6g}"
+        if kind == "tensor":
+            mixing = (f"lambda = 0: {mixing}; lambda = 2: a {best['a_lambda2']:.6g}, "
+                      f"b {best['b_lambda2']:.6g}")
     header = [f"wkdist tune: best of {len(search.rows)} candidates ({stop}), {score} "
               f"{best['cv_mae']:.6g}{unit} on {tune.n_search} training structures, "
               f"{tune.folds}-fold", f"chosen mixing on those: {mixing}",
