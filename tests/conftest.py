@@ -16,6 +16,14 @@ if _TESTS not in sys.path:  # for ``import wkref`` from tests/ and tests/kernels
 if importlib.util.find_spec("wkdist") is None:  # running from a checkout without an install
     sys.path.insert(0, _ROOT)
 
+# A worker's first connection to its scheduler may take longer than distributed's default 30 s
+# on a loaded machine; the environment reaches worker processes and subprocess tests as well.
+os.environ.setdefault("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "120s")
+if "dask" in sys.modules:
+    import dask.config
+
+    dask.config.refresh()
+
 
 @pytest.fixture
 def rng():

@@ -493,7 +493,7 @@ def test_process_boundary_predict_via_python_m(done, tmp_path):
     write_xyz(tmp_path / "test.xyz", test)
     proc = subprocess.run([sys.executable, "-m", "wkdist", "predict", str(out / "model"),
                            str(tmp_path / "test.xyz")], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr
     status, stdout, _ = wkdist("predict", out / "model", tmp_path / "test.xyz")
     assert status == 0 and proc.stdout == stdout
@@ -519,5 +519,5 @@ def test_predict_on_a_local_cluster_matches_in_process(done, tmp_path):
 
 def test_python_m_wkdist_cli_knows_predict():
     proc = subprocess.run([sys.executable, "-m", "wkdist.cli", "predict", "--help"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr

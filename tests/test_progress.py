@@ -55,3 +55,65 @@ def test_non_tty_prints_whole_lines_at_the_interval(clock: Clock) -> None:
 @pytest.mark.parametrize("seconds, text", [(0, "00:00"), (59.6, "01:00"), (3725, "1:02:05")])
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_timer_prints_on_schedule_without_any_update(clock: Clock) -> None:
+    stream = io.StringIO()
+    bar = Progress(33, stream=stream, interval=10)
+    bar.update(0)
+    for _ in range(4):  # a long tile: nothing finishes for 40 s
+        clock.now += 5
+        bar.tick()
+        clock.now += 5
+        bar.tick()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 5 and all("0/33 tiles" in line for line in lines)
+    assert lines[-1].endswith("elapsed 00:40 ETA --:--")
+    clock.now += 10
+    bar.update(18)
+    last = stream.getvalue().splitlines()[-1]
+    assert "18/33 tiles" in last and "ETA 00:42" in last  # 18 in 50 s, 15 left
+
+
+def test_last_line_is_printed_once(clock: Clock) -> None:
+    stream = io.StringIO()
+    bar = Progress(2, stream=stream, interval=10)
+    bar.update(1)
+    clock.now += 11
+    bar.update(2)  # due: printed here
+    bar.close()  # nothing new to say
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" tiles")[0][-3:] for line in lines] == ["1/2", "2/2"]
+
+
+def test_timer_thread_prints_while_no_tile_finishes() -> None:
+    """The real thread and clock: lines keep coming although update is never called again."""
+    import threading
+    import time
+
+    stream = io.StringIO()
+    bar = Progress(5, stream=stream, interval=0.05)
+    bar.update(0)
+    bar.start()
+    deadline = time.monotonic() + 60  # generous: the thread may wait for a loaded CPU
+    while len(stream.getvalue().splitlines()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    bar.close()
+    assert len(stream.getvalue().splitlines()) >= 4
+    assert not any(t.name == "wkdist-progress" for t in threading.enumerate())
+    count = len(stream.getvalue().splitlines())
+    time.sleep(0.2)
+    assert len(stream.getvalue().splitlines()) == count  # stopped: no line after close
+
+
+def test_run_and_kernels_take_the_same_progress_options() -> None:
+    from wkdist.cli import _parser
+
+    parser = _parser()
+    for argv in (["kernels", "c.toml"], ["run", "--out", "d"]):
+        args = parser.parse_args(argv + ["--verify", "--quiet", "--progress-interval", "2.5"])
+        assert (args.verify, args.quiet, args.progress_interval) == (True, True, 2.5)
+        args = parser.parse_args(argv)
+        assert (args.verify, args.quiet, args.progress_interval) == (False, False, 10.0)
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv + ["--progress-interval", "-1"])

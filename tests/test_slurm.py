@@ -39,9 +39,9 @@ def slurm():
         pytest.skip("cannot start SLURM: no bash")
     try:
         answer = subprocess.run(["bash", str(START)], capture_output=True, text=True,
-                                timeout=240)
+                                timeout=600)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{START} did not finish within 240 s")
+        pytest.fail(f"{START} did not finish within 600 s")
     message = (answer.stderr.strip() or answer.stdout.strip()).splitlines()
     if answer.returncode == 3:
         pytest.skip(message[-1] if message else "cannot start SLURM")
@@ -59,7 +59,7 @@ def slurm_case(directory: Path, *, workers: int = 2, slurm: dict | None = None,
              "shared_temp_directory": str(directory / "tls"),
              "log_directory": str(directory / "logs")}
     table.update(slurm or {})
-    extra = {"cluster": "slurm", "pending_timeout": 120}
+    extra = {"cluster": "slurm", "pending_timeout": 600}
     extra.update(compute or {})
     lines = [f"{k} = {_toml(v)}" for k, v in extra.items()]
     text = config.read_text().replace("[compute]\n", "[compute]\n" + "\n".join(lines) + "\n")
@@ -111,7 +111,7 @@ def queued_ids(name: str) -> list[str]:
     pytest.fail(f"squeue keeps failing: {answer.stderr.strip()}")
 
 
-def no_jobs_left(name: str, timeout: float = 30.0) -> None:
+def no_jobs_left(name: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         answer = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True,

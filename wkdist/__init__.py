@@ -4,8 +4,7 @@ The engine is imported lazily so that ``import wkdist.kernels`` (numba on plain 
 in neither ase nor dask nor zarr.
 """
 
-from importlib import import_module
-from typing import Any
+import importlib as _importlib
 
 from .errors import (
     ConfigError,
@@ -47,7 +46,13 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
+        return getattr(_importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'wkdist' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The public API only, lazy names included: help(wkdist) lists what dir() returns, and
+    # submodules imported along the way (errors, settings, kernels) are not part of it.
+    return sorted(__all__)

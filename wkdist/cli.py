@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import tomllib
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from .errors import WkdistError
 
-__all__ = ["main", "command", "COMMANDS"]
+__all__ = ["main", "command", "kernel_options", "COMMANDS"]
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,29 @@ def _say(*lines: str) -> None:
 # --------------------------------------------------------------------------- wkdist kernels
 
 
-def _kernels_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="configuration file (TOML)")
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def kernel_options(parser: argparse.ArgumentParser) -> None:
+    """--verify, --quiet and --progress-interval: the same for every command computing kernels."""
     parser.add_argument("--verify", action="store_true",
                         help="check every finished tile's checksum first; recompute damaged ones")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
-                        help="seconds between progress lines when stderr is not a terminal")
+    parser.add_argument("--progress-interval", type=_seconds, default=10.0, metavar="SECONDS",
+                        help="seconds between progress lines when stderr is not a terminal "
+                             "(default 10; printed whether or not a tile finished)")
+
+
+def _kernels_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="configuration file (TOML)")
+    kernel_options(parser)
 
 
 @command("kernels", "compute the train x train and test x train kernels into the store",
@@ -119,12 +136,16 @@ def _status(args: argparse.Namespace) -> int:
 from . import pipeline  # noqa: E402,F401  (fit, run, predict)
 from . import plan  # noqa: E402,F401  (plan)
 from . import tune  # noqa: E402,F401  (tune)
+from . import export  # noqa: E402,F401  (export)
 
 # --------------------------------------------------------------------------- entry point
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="wkdist", description="Wigner kernels at scale")
+    parser.add_argument("--version", action="version", version=f"wkdist {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, spec in COMMANDS.items():
         spec.add_arguments(sub.add_parser(name, help=spec.help, description=spec.help))

@@ -55,7 +55,7 @@ from .errors import ConfigError, SlurmError
 
 __all__ = ["ClusterHandle", "open_cluster", "local_dashboard", "slurm_options", "SlurmOptions",
            "slurm_cluster", "parse_walltime", "lifetime_for", "check_job_script",
-           "tunnel_command"]
+           "tunnel_command", "close_local"]
 
 log = logging.getLogger("wkdist")
 
@@ -72,6 +72,9 @@ WATCH_INTERVAL = 5.0
 EARLY_DEATHS = 4
 DEFAULT_TLS_PARENT = "~/.wkdist/tls"
 MEMORY_PER_CPU_GB = 2
+# Seconds a local worker process gets to exit cleanly before its nanny kills it (the worker
+# normally needs 1-2 s; several times that on a loaded machine).
+LOCAL_CLOSE_TIMEOUT = 60.0
 
 _ENDED = {"COMPLETING", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL",
           "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "SPECIAL_EXIT", "REVOKED"}
@@ -175,7 +178,7 @@ def open_cluster(compute: ComputeConfig, *, dashboard_port: int | None = 8787,
                 yield ClusterHandle(client, _dashboard_for_user(compute, cluster.dashboard_link),
                                     compute.threads_per_worker)
         finally:
-            cluster.close()
+            close_local(cluster)
     else:
         try:
             client = Client(compute.cluster, timeout="30s")
@@ -184,6 +187,27 @@ def open_cluster(compute: ComputeConfig, *, dashboard_port: int | None = 8787,
                               f"({error})") from None
         with client:
             yield ClusterHandle(client, client.dashboard_link, compute.threads_per_worker)
+
+
+def close_local(cluster: Any, *, timeout: float = LOCAL_CLOSE_TIMEOUT) -> None:
+    """Close a LocalCluster in order, after its client: the workers first, while the
+    scheduler is still up, each allowed ``timeout`` seconds to exit; then the scheduler.
+
+    ``cluster.close()`` alone gives each worker process 4 s before killing it, too short on a
+    loaded machine: the kill warnings and heartbeats failing against the closing scheduler
+    then land in the user's terminal after the results.
+    """
+    import asyncio
+
+    async def close_workers() -> None:
+        await asyncio.gather(*(worker.close(timeout=timeout)
+                               for worker in list(cluster.workers.values())),
+                             return_exceptions=True)  # the scheduler closes below regardless
+
+    try:
+        cluster.sync(close_workers)
+    finally:
+        cluster.close(timeout=timeout)
 
 
 # --------------------------------------------------------------------------- SLURM: options

@@ -125,6 +125,7 @@ def compute_kernels(
                        interval=progress_interval, enabled=progress)
         bar.update(summary.skipped_tiles)
         futures = client.get(graph, keys, sync=False)
+        bar.start()
         try:
             for future in as_completed(futures):
                 result: TileResult = future.result()  # re-raises a task's error here
@@ -137,6 +138,7 @@ def compute_kernels(
                 if on_result is not None:
                     on_result(result)
         finally:
+            bar.stop()
             client.cancel(futures)
         bar.close()
     summary.wall_s = time.perf_counter() - start

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import zarr_exit  # noqa: F401  (every process writing zarr stops its I/O thread cleanly)
+
 __all__ = ["fsync_path", "DurableTree"]
 
 

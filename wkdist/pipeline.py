@@ -23,7 +23,7 @@ import numpy as np
 import zarr
 
 from . import __version__
-from .cli import command
+from .cli import command, kernel_options
 from .config import Config, FitConfig, load_config, parse_config
 from .dataset import Dataset
 from .errors import ConfigError, DataError, MissingTilesError
@@ -318,10 +318,11 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", default=None,
                         help="configuration file (TOML); default: a small built-in QM9 job")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    kernel_options(parser)
 
 
-def _pipeline(config: Config, out: Path, *, kernels: bool, quiet: bool = False) -> int:
+def _pipeline(config: Config, out: Path, *, kernels: bool, quiet: bool = False,
+              verify: bool = False, progress_interval: float = 10.0) -> int:
     from .cluster import open_cluster
     from .dataset import load_dataset
 
@@ -344,8 +345,9 @@ def _pipeline(config: Config, out: Path, *, kernels: bool, quiet: bool = False) 
 
             mark = time.perf_counter()
             summary = compute_kernels(config, client=cluster.client,
-                                      numba_threads=cluster.numba_threads,
-                                      progress=not quiet, dataset=dataset)
+                                      numba_threads=cluster.numba_threads, verify=verify,
+                                      progress=not quiet, progress_interval=progress_interval,
+                                      dataset=dataset)
             timings["kernels_s"] = time.perf_counter() - mark
             _say(*summary.lines())
         fit_store(config, dataset, out, client=cluster.client, timings=timings)
@@ -362,7 +364,8 @@ def _fit(args: argparse.Namespace) -> int:
          _run_arguments)
 def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    return _pipeline(_config_for_run(args.config, out), out, kernels=True, quiet=args.quiet)
+    return _pipeline(_config_for_run(args.config, out), out, kernels=True, quiet=args.quiet,
+                     verify=args.verify, progress_interval=args.progress_interval)
 
 
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
