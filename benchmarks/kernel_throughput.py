@@ -2,7 +2,7 @@
 
     python benchmarks/kernel_throughput.py [--n 200] [--repeats 3] [--json out.json]
 
-Computes the symmetric kernel of ``--n`` random QM9 molecules (seeded) with the SPEC section 5
+Computes the symmetric kernel of ``--n`` random QM9 molecules (seeded) with the reference
 settings (nu_max = 4, lambda_max = 3, reduced scheme unless told otherwise) and reports:
 
 - same-species atom pairs per second. With ``frames_b=None`` only structure pairs b >= a are
@@ -10,7 +10,7 @@ settings (nu_max = 4, lambda_max = 3, reduced scheme unless told otherwise) and 
 - counted GFLOP/s (what the arithmetic needs, not what the CPU executes). Per atom pair:
   * iterations and invariant products: ``invariant_schedule(lambda_max, nu_max, scheme).flops``
     (sparse real Clebsch-Gordan products, as planned by wkdist.kernels.plans);
-  * nu = 1 (SPEC section 2, factored form): for every same-species neighbour pair (j, j')
+  * nu = 1 (closed form, factored): for every same-species neighbour pair (j, j')
     2 (lambda_max + 1)^2 flops (a radial factor times Y_l(j') accumulated into a per-neighbour
     vector v_j, all l, m) plus ~30 for the radial factor itself (s^2, the exponential, the
     scaled i_l recurrence; the exp and pow calls count as one flop each, so this undercounts
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import numba
 
-    # the reference settings (SPEC section 5), whose figures the README records
+    # the reference settings (wkdist.REFERENCE_QM9), whose figures the README records
     settings = replace(REFERENCE_QM9, nu_max=args.nu_max, lambda_max=args.lambda_max,
                        scheme=args.scheme)
     settings_nu1 = replace(settings, nu_max=1)

@@ -1,7 +1,7 @@
 """Experiment (issue 8): does smoothing the neighbour density radially recover the authors' QM9
 accuracy?
 
-SPEC section 5 suspects that the authors' 72.2 meV (against ~90 meV for the exact kernel) comes
+A suspicion tested here: that the authors' 72.2 meV (against ~90 meV for the exact kernel) comes
 from their radial basis (25 Laplacian eigenstates, ~0.2 Å resolution), which smooths the very
 narrow Gaussians of bonded neighbours (sigma(1 Å) = 0.08 Å at the reference settings). This
 script models that smoothing as a resolution floor: every neighbour Gaussian is convolved with

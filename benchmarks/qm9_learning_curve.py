@@ -9,7 +9,7 @@ per-element baseline and (c0, a, b) chosen by k-fold CV on the training part onl
 subset of at most --search-size molecules of it), and the KRR solved exactly as `wkdist fit`
 does (same modules, dense at this size).
 
-    # reference settings (SPEC section 5)
+    # reference settings (wkdist.REFERENCE_QM9)
     python benchmarks/qm9_learning_curve.py --n-train 500 --n-test 500 --json ref.json
     # the [kernel] of a config, e.g. the best.toml of `wkdist tune`, compared on a plot
     python benchmarks/qm9_learning_curve.py --config DIR/best.toml --n-train 500 --n-test 500 \
@@ -124,7 +124,7 @@ def _value(text: str):
 
 
 def settings_from(args: argparse.Namespace) -> wkdist.KernelSettings:
-    values = wkdist.REFERENCE_QM9.to_dict()  # the default: the reference settings (SPEC 5)
+    values = wkdist.REFERENCE_QM9.to_dict()  # the default: the reference settings
     if args.config is not None:
         values.update(load_config(args.config).kernel.to_dict())
     for item in args.kernel or ():

@@ -97,7 +97,7 @@ def pipeline(root, xyz, args, workers):
     config = parse_config({
         "data": {"path": str(xyz), "target": "U", "n_train": args.n_train,
                  "n_test": args.n_test, "seed": 0},
-        # the reference settings (SPEC section 5), whose figures the README records
+        # the reference settings (wkdist.REFERENCE_QM9), whose figures the README records
         "kernel": {"cutoff": 5.0, "cutoff_smoothing": 0.5, "nu_max": args.nu_max,
                    "lambda_max": args.lambda_max},
         "compute": {"tile_size": args.tile_size, "workers": workers},

@@ -3,7 +3,7 @@
 #
 #   deploy/start-test-slurm.sh            # idempotent; exit 0 when partition "debug" is up
 #
-# What it sets up (CONTRACTS: "Test SLURM"): munged running as the munge user, a slurm.conf
+# What it sets up: munged running as the munge user, a slurm.conf
 # with one node (this host, NodeAddr=127.0.0.1, CPUs=2) in partition "debug" (Default=YES),
 # slurmctld and slurmd started directly (no systemd). It needs root and the Debian packages
 #   apt-get install -y slurmctld slurmd slurm-client munge

@@ -57,7 +57,7 @@ def test_defaults_and_qm9(tmp_path):
 
 
 def test_reference_settings_are_one_line_away(tmp_path):
-    """README: the authors' settings (SPEC section 5) from the defaults in one config line."""
+    """README: the authors' settings (REFERENCE_QM9) from the defaults in one config line."""
     config = load_config(write(tmp_path, "kernel = { cutoff = 5.0, cutoff_smoothing = 0.5 }\n"
                                          '[data]\nsource = "qm9"\nn_train = 5\nn_test = 2\n'
                                          '[store]\npath = "s"\n'))

@@ -1,4 +1,5 @@
-"""SPEC section 6 oracles 1, 2 and 4 on the public engine API."""
+"""Oracles of docs/mathematics.md on the public engine API: O(3) quadrature, closed forms,
+body order."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def test_invariants_equal_o3_quadrature_of_density_overlap(symbols_a, symbols_b,
 
 @pytest.mark.slow
 def test_o3_quadrature_converged_grid_lambda_max_10():
-    """SPEC 6.1 as measured there: 82 x 42 x 82 points, lambda_max = 10, chiral environments."""
+    """The quadrature at its converged grid: 82 x 42 x 82 points, lambda_max = 10, chiral
+    environments."""
     rng = np.random.default_rng(5)
     a = random_atoms("H2C3", rng, 1.2, min_distance=0.5)
     b = random_atoms("H3C2N", rng, 1.2, min_distance=0.5)
@@ -183,7 +185,7 @@ def test_alternating_subset_sum_vanishes_beyond_body_order():
 
 def reference_equivariant_nu12(frames_a, frames_b, settings, lam):
     """K^{1, lam} = sum k^{1, lam}; K^{2, lam, +1} = sum over l1 + l2 + lam even of
-    C^T (k^{1, l1} (x) k^{1, l2}) C (SPEC section 3, one iteration, written densely)."""
+    C^T (k^{1, l1} (x) k^{1, l2}) C (one Wigner iteration, written densely)."""
     from wkdist.kernels import real_clebsch_gordan
 
     lmax = settings.lambda_max

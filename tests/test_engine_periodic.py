@@ -1,4 +1,5 @@
-"""Periodic structures (SPEC section 1): images of the centre are neighbours.
+"""Periodic structures (docs/mathematics.md, "Environments and neighbour densities"): images
+of the centre are neighbours.
 
 A one-atom cell shorter than the cutoff is compared with open clusters cut from the same
 lattice. With lattice spacings in (cutoff / 2, cutoff), an atom's neighbours lie at most one

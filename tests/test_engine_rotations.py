@@ -1,4 +1,4 @@
-"""SPEC section 6 oracle 3: rotations, inversion, permutations and translations."""
+"""Oracles of docs/mathematics.md: rotations, inversion, permutations and translations."""
 
 from __future__ import annotations
 

@@ -403,6 +403,52 @@ def test_given_coefficients_and_learning_curve(done, tmp_path):
     assert not np.allclose(theirs, [float(r[2]) for r in first], rtol=1e-6)
 
 
+def test_a_switched_off_body_order_is_reported(done, tmp_path):
+    """c_nu mean(diag K^nu) below 1e-6 of the largest order: a warning on stderr and in
+    results.json naming the order and the effective nu_max; none for the searched fit."""
+    case, out, err = done
+    results = json.loads((out / "results.json").read_text())
+    assert results["warnings"] == [] and "WARNING" not in err
+    k_train = zarr.open_group(case / "store.zarr", mode="r")["K_train"][...]
+    diagonal = np.einsum("kii->k", k_train) / N_TRAIN
+    [part] = results["order_contributions"]
+    assert part["lambda"] == 0
+    np.testing.assert_allclose(part["values"],
+                               np.array(results["hyperparameters"]["coefficients"]) * diagonal,
+                               rtol=1e-12)
+
+    case = copy_case(done, tmp_path)
+    top = max(0.01 * diagonal[0], 0.02 * diagonal[1])
+    for c2, weak in ((1e-8 * top / diagonal[2], True), (1e-4 * top / diagonal[2], False)):
+        config = write_config(case, name="weak.toml",
+                              fit={"coefficients": [0.01, 0.02, float(c2)]})
+        status, _, err = wkdist("fit", config, "--out", case / f"weak{weak}")
+        assert status == 0, err
+        results = json.loads((case / f"weak{weak}" / "results.json").read_text())
+        if not weak:
+            assert results["warnings"] == [] and "WARNING" not in err
+            continue
+        [message] = results["warnings"]
+        assert message.startswith("fit: body order nu = 2 contributes less than 1e-06")
+        assert "effectively of order nu_max = 1" in message
+        assert "given [fit] coefficients" in message
+        assert f"wkdist: WARNING: {message}" in err
+
+
+def test_weak_order_message_names_the_search():
+    from wkdist.pipeline import _weak_orders
+
+    values, message = _weak_orders([2.0, 1.0, 3e-11, 1e-12], np.array([1.0, 4.0, 2.0, 1.0]),
+                                   label=" (lambda = 1)", search={"n_used": 45})
+    assert values == [2.0, 4.0, 6e-11, 1e-12]
+    assert message.startswith("fit (lambda = 1): body orders nu = 2, 3 contribute less than")
+    assert "effectively of order nu_max = 1" in message
+    assert "CV search on 45 structures switched them off" in message
+    _, message = _weak_orders([1.0, 1e-9, 1.0], np.ones(3), label="", search=None)
+    assert "nu = 1 contributes" in message and "effectively absent" in message
+    assert _weak_orders([0.0, 1.0, 1e-5], np.ones(3), label="", search=None)[1] is None
+
+
 def test_learning_curve_point_without_baseline(done, tmp_path):
     """learning_curve n: a dense fit on the first n training rows, checked by hand."""
     case = copy_case(done, tmp_path)

@@ -12,8 +12,8 @@ from wkdist import KernelSettings, SettingsError
 
 
 def test_reference_settings_and_the_searched_defaults():
-    """REFERENCE_QM9 is SPEC section 5; the defaults differ only where the documented search
-    (README, "Accuracy on QM9") moved them."""
+    """REFERENCE_QM9 is the authors' released QM9 configuration; the defaults differ only where
+    the documented search (README, "Accuracy on QM9") moved them."""
     r = wkdist.REFERENCE_QM9
     assert (r.cutoff, r.nu_max, r.lambda_max, r.gaussian_width, r.decay_length) == (
         5.0, 4, 3, 0.03, 1.0)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.linalg
 
 from wkdist import KernelSettings, structure_kernels
 from wkdist.cli import main
@@ -55,13 +56,13 @@ def make_data(directory: Path) -> None:
 
 
 def write_config(directory: Path, tune: list[str], *, name: str = "config.toml",
-                 kernel: dict | None = None) -> Path:
+                 kernel: dict | None = None, fit: tuple[str, ...] = ()) -> Path:
     kernel = {**KERNEL, "gaussian_width": 0.03, **(kernel or {})}
     lines = ["[data]", 'path = "mols.xyz"', 'target = "energy"', f"n_train = {N_TRAIN}",
              f"n_test = {N_TEST}", "seed = 0", 'unit = "eV"', "[kernel]",
              *(f"{k} = {json.dumps(v)}" for k, v in kernel.items()),
              "[compute]", "tile_size = 16", "workers = 2", "threads_per_worker = 1",
-             "[store]", 'path = "store"', "[fit]", "folds = 4", "[tune]", *tune]
+             "[store]", 'path = "store"', "[fit]", "folds = 4", *fit, "[tune]", *tune]
     path = directory / name
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -218,6 +219,26 @@ def test_nu_max_candidates_share_one_kernel_store(case):
     assert float(rows[0]["b"]) > 0
 
 
+def test_free_mixing_is_searched_as_fit_searches_it(case):
+    """[fit] mixing = "free": the candidates are scored with the per-order coefficients fit
+    would choose (never a worse CV error than the exponential mixing on the same kernels), and
+    best.toml keeps the mixing."""
+    tune = ["gaussian_width = [0.2]", "n_search = 24", "folds = 3"]
+    exponential = write_config(case, tune, name="exp.toml")
+    free = write_config(case, tune, name="free.toml", fit=('mixing = "free"',))
+    status, err = wkdist("tune", exponential, "--out", case / "exp")
+    assert status == 0, err
+    status, err = wkdist("tune", free, "--out", case / "free")
+    assert status == 0, err
+    [row_exp] = read_rows(case / "exp" / "tune.csv")
+    [row_free] = read_rows(case / "free" / "tune.csv")
+    assert float(row_free["cv_mae"]) <= float(row_exp["cv_mae"]) * (1 + 1e-9)
+    assert math.isnan(float(row_free["b"])) and float(row_exp["b"]) > 0
+    assert load_config(case / "free" / "best.toml")["fit"].mixing == "free"
+    assert load_config(case / "exp" / "best.toml")["fit"].mixing == "exponential"
+    assert "lambda = 0: coefficients" in (case / "free" / "best.toml").read_text()
+
+
 def test_a_different_search_in_the_same_directory_is_refused(case, search, tmp_path):
     out = tmp_path / "other"
     shutil.copytree(search, out)
@@ -255,3 +276,172 @@ def test_bad_tune_input_exits_2_with_one_line(case, tmp_path, tune, expected):
     assert len(lines) == 1 and lines[0].startswith("wkdist: error:"), err
     assert expected in lines[0]
     assert not out.exists()  # nothing claims a search, finished or not
+
+
+# --------------------------------------------------------------------------- vector and tensor
+
+
+XTB_NAMES = ["H2O", "NH3", "CH3OH", "H2CO", "HCN", "CH3CHO", "HCOOH", "CH3NO2", "CH3CN",
+             "CH3CH2OH"]
+XTB_KERNEL = {"cutoff": 3.0, "nu_max": 2, "lambda_max": 2, "cutoff_smoothing": 0.5}
+XTB_TRAIN, XTB_TEST, XTB_FOLDS = 24, 6, 4
+
+
+def write_xtb_config(directory: Path, target: str, tune: list[str], *, name: str) -> Path:
+    lines = ["[data]", 'path = "xtb.xyz"', f'target = "{target}"', f"n_train = {XTB_TRAIN}",
+             f"n_test = {XTB_TEST}", "seed = 0", "[kernel]",
+             *(f"{k} = {json.dumps(v)}" for k, v in XTB_KERNEL.items()),
+             "[compute]", "tile_size = 12", "workers = 2", "threads_per_worker = 1",
+             "[store]", 'path = "store"', "[fit]", f"folds = {XTB_FOLDS}",
+             "[tune]", f"n_search = {XTB_TRAIN}", f"folds = {XTB_FOLDS}", "refine_rounds = 0",
+             *tune]
+    path = directory / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def xtb_case(tmp_path_factory) -> tuple[Path, list]:
+    """30 jittered small molecules with GFN2-xTB dipoles (debye) and polarizabilities
+    (bohr^3, 9 numbers in atoms.info["alpha"])."""
+    pytest.importorskip("tblite")
+    import ase.io
+    from ase.build import molecule
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from wkdist.data.xtb import xtb_dipoles, xtb_polarizabilities
+
+    directory = tmp_path_factory.mktemp("xtb")
+    rng = np.random.default_rng(5)
+    frames = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting the shape on a NumPy array",
+                                category=DeprecationWarning)
+        for i in range(XTB_TRAIN + XTB_TEST):
+            atoms = molecule(XTB_NAMES[i % len(XTB_NAMES)])
+            atoms.positions += rng.normal(0.0, 0.08, atoms.positions.shape)
+            frames.append(atoms)
+        dipoles, alphas = xtb_dipoles(frames), xtb_polarizabilities(frames)
+        for atoms, mu, alpha in zip(frames, dipoles, alphas):
+            atoms.calc = SinglePointCalculator(atoms, dipole=mu)
+            atoms.info["alpha"] = alpha.reshape(9)
+        ase.io.write(directory / "xtb.xyz", frames, format="extxyz")
+    return directory, ase.io.read(directory / "xtb.xyz", index=":")
+
+
+def dense_cv_parts(frames: list, settings: KernelSettings, parts: dict, coefficients: dict
+                   ) -> dict[int, np.ndarray]:
+    """CV predictions per structure of each part (n, 2 lambda + 1), from kernels computed here
+    by the engine and a dense solve per fold of the split fit_mixing uses."""
+    from wkdist import equivariant_structure_kernels
+    from wkdist.hyper import kfold_splits
+
+    n = len(frames)
+    out = {}
+    for lam, y in parts.items():
+        d = 2 * lam + 1
+        if lam == 0:
+            K = structure_kernels(frames, settings=settings).transpose(2, 0, 1)
+        else:
+            K = equivariant_structure_kernels(frames, settings=settings, lam=lam)
+            K = K.transpose(2, 0, 3, 1, 4).reshape(-1, n * d, n * d)
+        mixed = np.tensordot(coefficients[lam], K, axes=1)
+        y = np.asarray(y).reshape(-1)
+        predicted = np.empty(n * d)
+        for train, val in kfold_splits(n, XTB_FOLDS, 0):
+            t = (train[:, None] * d + np.arange(d)).reshape(-1)
+            v = (val[:, None] * d + np.arange(d)).reshape(-1)
+            alpha = scipy.linalg.solve(mixed[np.ix_(t, t)] + np.eye(len(t)), y[t])
+            predicted[v] = mixed[np.ix_(v, t)] @ alpha
+        out[lam] = predicted.reshape(n, d)
+    return out
+
+
+def tune_rows(directory: Path, config: Path) -> tuple[list[dict[str, str]], str, list[int]]:
+    status, err = wkdist("tune", config, "--out", directory)
+    assert status == 0, err
+    state = json.loads((directory / "tune_state.json").read_text())
+    return read_rows(directory / "tune.csv"), err, state["inputs"]["search_index"]
+
+
+def coefficients_of(c0: float, a: float, b: float) -> np.ndarray:
+    return np.array([c0] + [a * b ** nu / math.factorial(nu)
+                            for nu in range(1, XTB_KERNEL["nu_max"] + 1)])
+
+
+def test_tune_vector_target_scores_the_mean_error_norm(xtb_case, tmp_path):
+    """Dipoles: (a, b) of the lambda = 1 part by CV, each candidate scored by the mean norm of
+    a structure's CV error (checked against a dense computation); best.toml runs unchanged."""
+    from wkdist.targets import to_spherical
+
+    directory, frames = xtb_case
+    config = write_xtb_config(directory, "dipole", ["gaussian_width = [0.1, 0.3]"],
+                              name="dipole.toml")
+    rows, err, index = tune_rows(directory / "dipole", config)
+    assert len(rows) == 2 and "CV mean error norm" in err and "CV MAE" not in err
+    assert all(float(r["c0"]) == 0.0 and float(r["a"]) > 0 for r in rows)
+    chosen = [frames[i] for i in index]
+    mu = np.array([atoms.calc.results["dipole"] for atoms in chosen])
+    for row in rows:
+        settings = KernelSettings(**{**XTB_KERNEL, "gaussian_width": float(row["gaussian_width"])})
+        c = {1: coefficients_of(0.0, float(row["a"]), float(row["b"]))}
+        predicted = dense_cv_parts(chosen, settings, to_spherical(mu, "vector"), c)[1]
+        norms = np.linalg.norm(predicted - to_spherical(mu, "vector")[1], axis=1)
+        assert float(row["cv_mae"]) == pytest.approx(np.mean(norms), rel=1e-8)
+        assert np.mean(norms) < 0.5 * np.mean(np.linalg.norm(mu, axis=1))  # it learned
+    best = min(rows, key=lambda r: float(r["cv_mae"]))
+    assert load_config(directory / "dipole" / "best.toml").kernel.gaussian_width == float(
+        best["gaussian_width"])
+    status, err = wkdist("run", directory / "dipole" / "best.toml", "--out", tmp_path / "run",
+                         "--quiet")
+    assert status == 0, err
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["target_kind"] == "vector" and math.isfinite(results["mae"])
+
+
+def test_tune_tensor_target_scores_the_frobenius_error_norm(xtb_case):
+    """Polarizabilities: each part's (a, b) by CV; the score is the mean Frobenius norm of the
+    3 x 3 CV error, here rebuilt in Cartesian form from dense per-part predictions."""
+    from wkdist.hyper import element_counts, species_baseline
+    from wkdist.targets import from_spherical, tensor_matrices, to_spherical
+
+    directory, frames = xtb_case
+    config = write_xtb_config(directory, "alpha", ["gaussian_width = [0.3]", "nu_max = [1, 2]"],
+                              name="alpha.toml")
+    rows, err, index = tune_rows(directory / "alpha", config)
+    assert len(rows) == 2 and "CV mean error norm" in err
+    chosen = [frames[i] for i in index]
+    alpha = np.array([atoms.info["alpha"] for atoms in chosen])
+    stored = alpha.reshape(-1, 3, 3)[:, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]
+    parts = to_spherical(stored, "tensor")
+    counts, symbols = element_counts([a.get_chemical_symbols() for a in chosen])
+    weights = species_baseline(counts, parts[0], symbols)
+    baseline = counts @ np.array([weights[s] for s in symbols])
+    parts[0] = parts[0] - baseline
+    for row in rows:
+        nu_max = int(row["nu_max"])
+        settings = KernelSettings(**{**XTB_KERNEL, "gaussian_width": 0.3, "nu_max": nu_max})
+        c = {0: coefficients_of(float(row["c0"]), float(row["a"]), float(row["b"])),
+             2: coefficients_of(0.0, float(row["a_lambda2"]), float(row["b_lambda2"]))}
+        c = {lam: v[:nu_max + 1] for lam, v in c.items()}
+        predicted = dense_cv_parts(chosen, settings, parts, c)
+        predicted[0] = predicted[0][:, 0] + baseline
+        error = tensor_matrices(from_spherical(predicted, "tensor")) - alpha.reshape(-1, 3, 3)
+        frobenius = np.linalg.norm(error, axis=(1, 2))
+        assert float(row["cv_mae"]) == pytest.approx(np.mean(frobenius), rel=1e-8)
+        assert float(row["cv_rmse"]) == pytest.approx(
+            np.sqrt(np.mean(frobenius ** 2) / 6), rel=1e-8)
+    header = (directory / "alpha" / "best.toml").read_text().splitlines()[1]
+    assert "lambda = 0: c0" in header and "lambda = 2: a" in header
+    assert load_config(directory / "alpha" / "best.toml").kernel.lambda_max == 2
+
+
+def test_tune_refuses_a_lambda_max_below_the_target(xtb_case, tmp_path):
+    directory, _ = xtb_case
+    config = write_xtb_config(directory, "alpha", ["lambda_max = [1, 2]"], name="low.toml")
+    status, err = wkdist("tune", config, "--out", tmp_path / "low")
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1, err
+    assert lines[0] == ("wkdist: error: [tune] lambda_max: a tensor target 'alpha' needs "
+                        "lambda_max >= 2, got 1")
+    assert not (tmp_path / "low").exists()

@@ -1,4 +1,5 @@
-"""Independent, slow reference evaluations of SPEC sections 1-2 (numpy / scipy only).
+"""Independent, slow reference evaluations of the densities and the nu = 1 closed form of
+docs/mathematics.md (numpy / scipy only).
 
 Nothing here imports wkdist: these functions are the oracles the engine is tested against.
 Environments are built by brute force (all pairs, non-periodic structures only), the nu = 1
@@ -18,7 +19,7 @@ from scipy.special import sph_harm_y, spherical_in
 
 
 def real_harmonics(vectors: np.ndarray, l: int) -> np.ndarray:
-    """Real Y_{l m}(r / |r|), m = -l..l, built from scipy's complex harmonics (SPEC section 2)."""
+    """Real Y_{l m}(r / |r|), m = -l..l, from scipy's complex harmonics (docs/mathematics.md)."""
     v = np.asarray(vectors, dtype=float).reshape(-1, 3)
     v = v / np.linalg.norm(v, axis=1)[:, None]
     theta = np.arctan2(np.hypot(v[:, 0], v[:, 1]), v[:, 2])  # accurate near the poles
@@ -33,7 +34,7 @@ def real_harmonics(vectors: np.ndarray, l: int) -> np.ndarray:
 
 
 def radial_weight(r, *, cutoff, decay_length, cutoff_smoothing, radial_weight="exp"):
-    """w(r) = d(r) f_c(r), SPEC section 1."""
+    """w(r) = d(r) f_c(r) (docs/mathematics.md, "Environments and neighbour densities")."""
     r = np.asarray(r, dtype=float)
     d = np.exp(-r / decay_length) if radial_weight == "exp" else np.ones_like(r)
     delta = cutoff_smoothing
@@ -69,7 +70,7 @@ def environments(atoms, settings):
 
 
 def khat1(env_a, env_b, lmax):
-    """khat^{1, l}, l = 0..lmax, between two environments (SPEC section 2, basis-free closed form).
+    """khat^{1, l}, l = 0..lmax, between two environments (the basis-free closed form).
 
     The centre-species delta is the caller's business.
     """

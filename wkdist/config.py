@@ -233,7 +233,7 @@ class StoreConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class FitConfig:
-    """[fit]: how (c0, a, b) are chosen and the weights solved (CONTRACTS.md, SPEC section 4)."""
+    """[fit]: how (c0, a, b) are chosen and the weights solved (docs/mathematics.md, mixing)."""
 
     regularization: float = 1.0  # fixed, as in the paper: a sets the scale
     folds: int = 10

@@ -1,4 +1,4 @@
-"""Public engine: invariant and equivariant structure kernels (SPEC section 4)."""
+"""Public engine: invariant and equivariant structure kernels (docs/mathematics.md)."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def equivariant_structure_kernels(
     """Equivariant kernels K^{nu, lam, +1}: shape (n_a, n_b, nu_max + 1, 2 lam + 1, 2 lam + 1).
 
     Rotating a structure of frames_a by Q multiplies its rows by D^lam(Q) on the left
-    (SPEC section 6.3); K^0 is zero for lam >= 1.
+    (docs/mathematics.md, oracles); K^0 is zero for lam >= 1.
     """
     _check_settings(settings)
     if isinstance(lam, bool) or not isinstance(lam, (int, np.integer)) or not (

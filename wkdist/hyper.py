@@ -1,7 +1,7 @@
 """Choosing the kernel mixing (c0, a, b) by cross-validation without recomputing any kernel, and
 the optional per-element linear baseline.
 
-The model (SPEC section 4, CONTRACTS "The fitted model is exactly")::
+The model (the paper's Eq. E4; docs/mathematics.md, "Mixing the body orders")::
 
     K = c0 K^0 + a * sum_{nu=1}^{nu_max} b^nu / nu! K^nu,     alpha = (K + reg I)^-1 y
 

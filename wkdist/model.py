@@ -8,7 +8,7 @@ Layout (format 1): a zarr 3 group with
 - attributes ``format`` = "wkdist-model", ``format_version``, ``wkdist_version``, ``settings``
   (KernelSettings fields), ``coefficients`` [c_0 .. c_nu_max], ``regularization``,
   ``baseline`` ({element symbol: weight} or null), ``target``, ``unit``.
-The model is exactly y_hat(x) = b(x) + sum_j K_mix(x, x_j) alpha_j (CONTRACTS.md).
+The model is exactly y_hat(x) = b(x) + sum_j K_mix(x, x_j) alpha_j (README, "Outputs").
 
 Vector and tensor targets (``wkdist.targets``) have one such model per irreducible part lambda:
 attribute ``kind`` ("vector" or "tensor"; absent for scalars) and ``parts`` = [{``lambda``,

@@ -1,6 +1,6 @@
 """Files a run leaves for people and scripts: results.json, predictions.csv, report.png.
 
-Column layouts and keys follow CONTRACTS.md ("Outputs of wkdist run").
+Column layouts and keys are documented in the README ("Outputs of `wkdist run` / `wkdist fit`").
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def write_predictions(path: Path | None, index: Sequence[int], prediction: np.nd
     """``index,target,prediction`` rows (target omitted when None); floats by repr.
 
     Vectors (n, 3) and symmetric tensors (n, 6) get one column per component:
-    ``target_x .. prediction_z`` or the suffixes xx, xy, xz, yy, yz, zz (CONTRACTS.md).
+    ``target_x .. prediction_z`` or the suffixes xx, xy, xz, yy, yz, zz (README).
     Returns the text; writes it atomically to ``path`` unless None.
     """
     from .targets import column_suffixes, target_kind

@@ -4,7 +4,8 @@
 baseline, chooses (c0, a, b) by cross-validation on at most ``[fit] max_search`` training
 structures held in memory, then solves for the weights with the tiled, resumable Cholesky of
 ``wkdist.solve`` and predicts the test set tile by tile. ``run`` computes the kernels first.
-Outputs follow CONTRACTS.md: results.json, predictions.csv, report.png and model/.
+Outputs (README, "Outputs of `wkdist run` / `wkdist fit`"): results.json, predictions.csv,
+report.png and model/.
 """
 
 from __future__ import annotations
@@ -83,6 +84,53 @@ def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
     return {"coefficients": list(result.coefficients), "search": search}
 
 
+# A body order whose contribution to the mixed kernel is below this fraction of the largest
+# one cannot change a prediction visibly: the model is then effectively of lower order.
+WEAK_ORDER = 1e-6
+
+
+def _mean_diagonal(array: zarr.Array) -> np.ndarray:
+    """Mean of diag(K^nu) over the rows of a square kernel array, per nu; reads only the
+    diagonal tiles (one chunk each)."""
+    depth, rows, _ = array.shape
+    step = array.chunks[1]
+    total = np.zeros(depth)
+    for start in range(0, rows, step):
+        stop = min(start + step, rows)
+        total += np.einsum("kii->k", array[:, start:stop, start:stop])
+    return total / rows
+
+
+def _weak_orders(coefficients: list[float], diagonal: np.ndarray, *, label: str,
+                 search: dict[str, Any] | None) -> tuple[list[float], str | None]:
+    """Each order's contribution c_nu mean(diag K^nu) and, when some order nu >= 1 contributes
+    less than WEAK_ORDER of the largest, the warning that says so (else None)."""
+    contributions = [abs(float(c)) * float(d) for c, d in zip(coefficients, diagonal)]
+    top = max(contributions)
+    weak = [nu for nu in range(1, len(contributions)) if contributions[nu] < WEAK_ORDER * top]
+    if not weak or not top > 0:
+        return contributions, None
+    nu_max = len(contributions) - 1
+    effective = max((nu for nu in range(1, nu_max + 1) if nu not in weak), default=0)
+    if weak == list(range(effective + 1, nu_max + 1)):
+        consequence = f"the model is effectively of order nu_max = {effective}"
+    else:
+        consequence = "those terms are effectively absent from the model"
+    if search is None:
+        cause = "the given [fit] coefficients make them so"
+    else:
+        cause = (f"likely cause: the CV search on {search['n_used']} structures switched them "
+                 "off, as it tends to with few training structures (more data, or a lower "
+                 "[kernel] nu_max for the same model at less cost)")
+    orders = ", ".join(map(str, weak))
+    shown = ", ".join(f"{c:.3g}" for c in contributions)
+    return contributions, (
+        f"fit{label}: body order{'s' if len(weak) > 1 else ''} nu = {orders} contribute"
+        f"{'' if len(weak) > 1 else 's'} less than {WEAK_ORDER:g} of the largest order "
+        f"(c_nu times the mean diagonal of K^nu over the training set, nu = 0..{nu_max}: "
+        f"{shown}): {consequence}; {cause}")
+
+
 def _learning_curve(group: zarr.Group, y_parts: dict[int, np.ndarray], b_test: np.ndarray,
                     y_test: np.ndarray, kind: str, fit: FitConfig,
                     n_train: int) -> list[dict[str, Any]]:
@@ -151,7 +199,7 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
     y_parts = {lam: (values - b_train if lam == 0 else values.reshape(-1))
                for lam, values in train_parts.items()}
 
-    parts, described, predicted, factors = [], [], {}, []
+    parts, described, predicted, factors, messages = [], [], {}, [], []
     for key in ("search_s", "solve_s", "predict_s"):
         timings[key] = 0.0
     with strict_reads():
@@ -166,6 +214,12 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
                     f"{chosen['search']['cv_mae']:.4g} on "
                     f"{chosen['search']['n_used']} structures)" if chosen["search"]
                     else " (given)"))
+            contributions, weak = _weak_orders(
+                coefficients, _mean_diagonal(group[kernel_array("train", lam)]), label=label,
+                search=chosen["search"])
+            if weak:
+                log.warning("%s", weak)
+                messages.append(weak)
             mark = time.perf_counter()
             alpha, factor = fit_weights(group, y_parts[lam], coefficients=coefficients,
                                         regularization=fit.regularization, client=client,
@@ -181,7 +235,8 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
                               regularization=fit.regularization, baseline=part_baseline))
             described.append({"lambda": lam, "coefficients": coefficients,
                               "regularization": fit.regularization,
-                              "baseline": part_baseline, "search": chosen["search"]})
+                              "baseline": part_baseline, "search": chosen["search"],
+                              "contributions": contributions})
             factors.append(factor)
         prediction = from_spherical(predicted, kind)
         curve = _learning_curve(group, y_parts, b_test, dataset.y_test, kind, fit,
@@ -202,7 +257,8 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
     hyperparameters = {key: described[0][key]
                        for key in ("coefficients", "regularization", "baseline")}
     if kind != "scalar":
-        hyperparameters["parts"] = [{k: v for k, v in p.items() if k != "search"}
+        hyperparameters["parts"] = [{k: v for k, v in p.items()
+                                     if k not in ("search", "contributions")}
                                     for p in described]
     results = {
         **errors,
@@ -214,6 +270,9 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
         "hyperparameters": hyperparameters,
         "search": described[0]["search"],
         "learning_curve": curve,
+        "order_contributions": [{"lambda": p["lambda"], "values": p["contributions"]}
+                                for p in described],
+        "warnings": messages,
         "kernel": config.kernel.to_dict(),
         "factor_tiles": {"computed": sum(f.computed for f in factors),
                          "reused": sum(f.reused for f in factors)},

@@ -1,4 +1,4 @@
-"""Kernel hyperparameters: one frozen, validated dataclass (SPEC sections 1-5)."""
+"""Kernel hyperparameters: one frozen, validated dataclass (docs/mathematics.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Kernel ridge regression at data-set scale: a tiled Cholesky factorization that runs as a Dask
 graph from zarr to zarr, checkpoints every factor tile and resumes after a crash.
 
-The fitted model (CONTRACTS, "The fitted model is exactly")::
+The fitted model (README, "Outputs of `wkdist run` / `wkdist fit`")::
 
     K_mix = sum_nu coefficients[nu] * K^nu          (the stored, unmodified K^nu)
     alpha = (K_mix(train, train) + regularization * I)^-1 y

@@ -1,6 +1,6 @@
 """Packing ase.Atoms into the plain arrays the numba kernels read (the ase adapter).
 
-Neighbours follow SPEC section 1: every (j, image) within the cutoff except the centre itself at
+Neighbours (docs/mathematics.md): every (j, image) within the cutoff except the centre itself at
 zero offset, so periodic images of the centre are neighbours. Per neighbour the radial data
 (r, sigma(r)^2, w(r)) and real harmonics are computed here once, vectorized, so the kernels only
 combine them.
@@ -83,7 +83,7 @@ def _neighbours(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np
 
 
 def radial_weight(r: np.ndarray, settings: KernelSettings) -> np.ndarray:
-    """w(r) = d(r) f_c(r) of SPEC section 1."""
+    """w(r) = d(r) f_c(r) (docs/mathematics.md)."""
     weight = np.exp(-r / settings.decay_length) if settings.radial_weight == "exp" else np.ones_like(r)
     delta = settings.cutoff_smoothing
     if delta > 0:

@@ -1,6 +1,6 @@
 """Scalar, vector and symmetric-tensor targets and their irreducible (spherical) parts.
 
-A target is fitted by one KRR model per irreducible part lambda (SPEC section 4):
+A target is fitted by one KRR model per irreducible part lambda (docs/mathematics.md):
 
 =========  ==========================  ===================================================
 kind       stored ``y`` (per structure)  parts fitted

@@ -1,4 +1,4 @@
-"""``wkdist tune``: choose the kernel's own hyperparameters by cross-validation (SPEC section 5).
+"""``wkdist tune``: choose the kernel's own hyperparameters by cross-validation.
 
 A search over the [kernel] settings named in ``[tune]`` (gaussian_width, decay_length, cutoff,
 cutoff_smoothing, radial_weight, nu_max, lambda_max, ...), each a list of values or a range::
@@ -14,8 +14,18 @@ cutoff_smoothing, radial_weight, nu_max, lambda_max, ...), each a list of values
 
 Everything happens inside the training set: ``n_search`` structures are drawn from it with
 ``[tune] seed``; the per-element baseline is fitted on them (``[fit] baseline``), and every
-candidate is scored by the pooled k-fold CV MAE of the mixing (c0, a, b) that ``fit_mixing``
-chooses on its kernels, exactly as ``wkdist fit`` chooses it (``[fit] regularization``).
+candidate is scored by the pooled k-fold CV error of the mixing (c0, a, b) that ``fit_mixing``
+chooses on its kernels, exactly as ``wkdist fit`` chooses it (``[fit] regularization``, and
+``[fit] mixing``: with ``"free"`` the per-order coefficients, whose b is then NaN in tune.csv).
+
+Scalars are scored by the CV MAE. Vector and tensor targets are fitted part by part as in
+``wkdist fit`` (each irreducible part lambda its own (a, b), with folds that keep a structure's
+components together) and scored by the mean norm of a structure's CV error, which does not
+depend on the frame the data are given in: for vectors the Euclidean norm (what ``fit_mixing``
+minimizes for the lambda = 1 part); for tensors the Frobenius norm of the 3 x 3 error, which is
+sqrt(e_0^2 + |e_2|^2) of the lambda = 0 and lambda = 2 parts' errors because the map to the
+parts is an isometry (``wkdist.targets``). ``cv_rmse`` is then the root mean square over the
+parts' components.
 
 Kernels go through the same tiled Dask graph as ``wkdist kernels`` (``compute_kernels``), into
 one store per distinct kernel setting under ``DIR/stores/<hash>``. When ``nu_max`` is searched,
@@ -66,6 +76,7 @@ from .dataset import Dataset
 from .errors import ConfigError, DataError, SettingsError, WkdistError
 from .progress import format_duration
 from .settings import KernelSettings
+from .targets import lambdas_of, target_kind, to_spherical
 
 __all__ = ["coarse_values", "check_space", "search_dataset", "run_tune", "config_toml",
            "STATE_FILE"]
@@ -185,6 +196,8 @@ def _search_key(config: Config, tune: TuneConfig, data: Dataset) -> str:
             "seed": tune.seed, "refine_rounds": tune.refine_rounds,
             "kernel": config.kernel.to_dict(), "regularization": fit.regularization,
             "baseline": fit.baseline, "data": data.fingerprint()}
+    if fit.mixing != "exponential":  # exponential searches keep the key they always had
+        blob["mixing"] = fit.mixing
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -222,6 +235,8 @@ def _read_state(out: Path, key: str) -> dict[str, Any] | None:
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:
     columns = ["candidate", "phase", *KernelSettings.field_names(), *RESULT_COLUMNS]
+    if any("a_lambda2" in row for row in rows):  # tensors: c0, a, b above are lambda = 0's
+        columns += ["a_lambda2", "b_lambda2"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore",
                             lineterminator="\n")
@@ -287,14 +302,15 @@ def config_toml(config: Config, kernel: KernelSettings, *, store: str = "store",
     lines += _table("store", {"path": store})
     lines += ["# coefficients are chosen again by CV for the new kernel"]
     lines += _table("fit", {"regularization": fit.regularization, "folds": fit.folds,
-                            "mode": fit.mode, "seed": fit.seed, "baseline": fit.baseline,
-                            "max_search": fit.max_search,
+                            "mode": fit.mode, "mixing": fit.mixing, "seed": fit.seed,
+                            "baseline": fit.baseline, "max_search": fit.max_search,
                             "learning_curve": None if fit.learning_curve is None
                             else list(fit.learning_curve)})
     return "\n".join(lines) + "\n"
 
 
-def _plot(path: Path, rows: list[dict[str, Any]], tune: TuneConfig, unit: str | None) -> bool:
+def _plot(path: Path, rows: list[dict[str, Any]], tune: TuneConfig, unit: str | None, *,
+          score: str = "CV MAE") -> bool:
     try:
         import matplotlib
 
@@ -332,7 +348,7 @@ def _plot(path: Path, rows: list[dict[str, Any]], tune: TuneConfig, unit: str | 
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(name)
-        ax.set_ylabel(f"CV MAE ({unit})" if unit else "CV MAE")
+        ax.set_ylabel(f"{score} ({unit})" if unit else score)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"wkdist tune: {len(good)} candidates, n_search {tune.n_search}, "
@@ -344,6 +360,34 @@ def _plot(path: Path, rows: list[dict[str, Any]], tune: TuneConfig, unit: str | 
 
 
 # --------------------------------------------------------------------------- the search
+
+
+def _score_name(kind: str) -> str:
+    return "CV MAE" if kind == "scalar" else "CV mean error norm"
+
+
+def _cv_residuals(kernels: np.ndarray, y: np.ndarray, coefficients: Any, *, folds: int,
+                  seed: int, regularization: float, block: int) -> np.ndarray:
+    """Validation residuals (n, block) per structure of the given mixing, on the k-fold split
+    that ``fit_mixing`` uses (a Cholesky per fold)."""
+    import scipy.linalg
+    from threadpoolctl import threadpool_limits
+
+    from .hyper import kfold_splits
+
+    def rows(structures: np.ndarray) -> np.ndarray:
+        return (structures[:, None] * block + np.arange(block)).reshape(-1)
+
+    n = len(y) // block
+    out = np.empty((n, block))
+    with threadpool_limits(1):
+        mixed = np.tensordot(np.asarray(coefficients, dtype=np.float64), kernels, axes=1)
+        for train, val in kfold_splits(n, folds, seed):
+            t, v = rows(train), rows(val)
+            matrix = mixed[np.ix_(t, t)] + regularization * np.eye(len(t))
+            alpha = scipy.linalg.solve(matrix, y[t], assume_a="pos", check_finite=False)
+            out[val] = (mixed[np.ix_(v, t)] @ alpha - y[v]).reshape(-1, block)
+    return out
 
 
 class _Budget(Exception):
@@ -373,12 +417,16 @@ class _Search:
         self.rows: list[dict[str, Any]] = self.state["candidates"]
         self.done = {_key(KernelSettings(**{k: r[k] for k in KernelSettings.field_names()})): r
                      for r in self.rows}
+        self.kind = target_kind(data.y_train)
+        parts = to_spherical(data.y_train, self.kind)
         baseline = None
-        if self.fit.baseline:
+        if self.fit.baseline and 0 in parts:  # as in `wkdist fit`: the lambda = 0 part only
             counts, symbols = element_counts([a.get_chemical_symbols()
                                               for a in data.train_frames])
-            baseline = species_baseline(counts, data.y_train, symbols)
-        self.y = data.y_train - baseline_values(data.train_frames, baseline)
+            baseline = species_baseline(counts, parts[0], symbols)
+        # per part, the flat right-hand side: row = structure * (2 lambda + 1) + mu
+        self.y = {lam: (values - baseline_values(data.train_frames, baseline) if lam == 0
+                        else values.reshape(-1)) for lam, values in parts.items()}
         self.started = time.perf_counter()
         self.new = 0
         self.new_seconds = 0.0
@@ -418,10 +466,12 @@ class _Search:
         digest = hashlib.sha256(_key(settings).encode()).hexdigest()[:16]
         return self.out / "stores" / digest
 
-    def kernels(self, settings: KernelSettings) -> tuple[np.ndarray, str, float]:
+    def kernels(self, settings: KernelSettings) -> tuple[dict[int, np.ndarray], str, float]:
+        """{lambda: K^nu of the search structures, nu = 0..settings.nu_max}, how, seconds."""
         import zarr
 
         from .compute import compute_kernels
+        from .graph import kernel_array
         from .store import strict_reads
 
         store_settings = dataclasses.replace(settings,
@@ -435,7 +485,8 @@ class _Search:
                                   progress=False, dataset=self.data)
         with strict_reads():
             group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
-            kernels = group["K_train"][: settings.nu_max + 1]
+            kernels = {lam: group[kernel_array("train", lam)][: settings.nu_max + 1]
+                       for lam in self.y}
         how = "computed" if summary.computed_tiles else "reused"
         return kernels, how, summary.wall_s
 
@@ -455,13 +506,27 @@ class _Search:
         row: dict[str, Any] = {"candidate": len(self.rows), "phase": phase,
                                **settings.to_dict()}
         try:
-            result = fit_mixing(kernels, self.y, folds=self.tune.folds, seed=self.tune.seed,
-                                regularization=self.fit.regularization, mode="kfold")
-            row.update(cv_mae=result.cv_mae, cv_rmse=result.cv_rmse, c0=result.c0, a=result.a,
-                       b=result.b, error="")
-        except WkdistError as error:  # e.g. no mixing gave a positive definite matrix
+            results = {lam: fit_mixing(kernels[lam], y, folds=self.tune.folds,
+                                       seed=self.tune.seed,
+                                       regularization=self.fit.regularization, mode="kfold",
+                                       block=2 * lam + 1, mixing=self.fit.mixing)
+                       for lam, y in self.y.items()}
+            first = results[min(results)]
+
+            def b_of(result: Any) -> float:  # free mixing has no b
+                return math.nan if result.b is None else result.b
+
+            row.update(cv_mae=first.cv_mae, cv_rmse=first.cv_rmse, c0=first.c0, a=first.a,
+                       b=b_of(first), error="",
+                       coefficients={str(lam): list(r.coefficients) for lam, r in results.items()})
+            if self.kind == "tensor":
+                row.update(self.tensor_score(kernels, results), a_lambda2=results[2].a,
+                           b_lambda2=b_of(results[2]))
+        except (WkdistError, np.linalg.LinAlgError) as error:  # e.g. no PD mixing
             row.update(cv_mae=math.inf, cv_rmse=math.inf, c0=math.nan, a=math.nan, b=math.nan,
                        error=str(error).splitlines()[0])
+            if self.kind == "tensor":
+                row.update(a_lambda2=math.nan, b_lambda2=math.nan)
         seconds = time.perf_counter() - start
         row.update(kernels=how, kernel_s=kernel_s, fit_s=time.perf_counter() - mark,
                    seconds=seconds)
@@ -475,11 +540,24 @@ class _Search:
             best = self.best()
             unit = f" {self.data.unit}" if self.data.unit else ""
             searched = ", ".join(f"{n} {row[n]!r}" for n in self.tune.space)
-            _say(f"tune: candidate {len(self.rows)} ({phase}) {searched}: CV MAE "
+            _say(f"tune: candidate {len(self.rows)} ({phase}) {searched}: "
+                 f"{_score_name(self.kind)} "
                  f"{row['cv_mae']:.5g}{unit} (kernels {how} {kernel_s:.1f} s, fit "
                  f"{row['fit_s']:.1f} s); best {best['cv_mae'] if best else math.inf:.5g}"
                  f"{unit}; done {len(self.rows)}, ETA {self.eta()}")
         return row
+
+    def tensor_score(self, kernels: dict[int, np.ndarray], results: dict[int, Any]
+                     ) -> dict[str, float]:
+        """cv_mae: mean Frobenius norm of a tensor's CV error, from its two parts' residuals
+        on the same folds; cv_rmse: root mean square over the six part components."""
+        errors = [_cv_residuals(kernels[lam], self.y[lam], results[lam].coefficients,
+                                folds=self.tune.folds, seed=self.tune.seed,
+                                regularization=self.fit.regularization, block=2 * lam + 1)
+                  for lam in (0, 2)]
+        squared = np.sum(np.concatenate(errors, axis=1) ** 2, axis=1)
+        return {"cv_mae": float(np.mean(np.sqrt(squared))),
+                "cv_rmse": float(np.sqrt(np.mean(squared) / 6))}
 
     def save(self) -> None:
         _write_atomic(self.out / "tune.csv", _csv_text(self.rows))
@@ -564,8 +642,14 @@ def run_tune(config: Config, out: Path, *, quiet: bool = False) -> dict[str, Any
         raise ConfigError(f"[tune] folds: expected at most n_search = {tune.n_search}, "
                           f"got {tune.folds}")
     dataset = load_dataset(config.data)
-    if dataset.y_train.ndim != 1:
-        raise DataError(f"target {dataset.target!r}: wkdist tune needs a scalar target")
+    kind = target_kind(dataset.y_train)
+    needed = max(lambdas_of(kind))
+    for combo in grid:
+        lambda_max = combo.get("lambda_max", config.kernel.lambda_max)
+        if lambda_max < needed:
+            where = "[tune]" if "lambda_max" in combo else "[kernel]"
+            raise ConfigError(f"{where} lambda_max: a {kind} target {dataset.target!r} needs "
+                              f"lambda_max >= {needed}, got {lambda_max}")
     data = search_dataset(dataset, tune.n_search, tune.seed)
     key = _search_key(config, tune, data)
     state = _read_state(out, key)
@@ -587,11 +671,20 @@ def run_tune(config: Config, out: Path, *, quiet: bool = False) -> dict[str, Any
         raise DataError("wkdist tune: no candidate gave a usable fit (see tune.csv)")
     winner = KernelSettings(**{k: best[k] for k in KernelSettings.field_names()})
     unit = f" {data.unit}" if data.unit else ""
-    plotted = _plot(out / "tune.png", search.rows, tune, data.unit)
-    header = [f"wkdist tune: best of {len(search.rows)} candidates ({stop}), CV MAE "
+    score = _score_name(kind)
+    plotted = _plot(out / "tune.png", search.rows, tune, data.unit, score=score)
+    if fit.mixing == "free":
+        mixing = "; ".join(f"lambda = {lam}: coefficients "
+                           + ", ".join(f"{c:.6g}" for c in values)
+                           for lam, values in best["coefficients"].items())
+    else:
+        mixing = f"c0 {best['c0']:.6g}, a {best['a']:.6g}, b {best['b']:.6g}"
+        if kind == "tensor":
+            mixing = (f"lambda = 0: {mixing}; lambda = 2: a {best['a_lambda2']:.6g}, "
+                      f"b {best['b_lambda2']:.6g}")
+    header = [f"wkdist tune: best of {len(search.rows)} candidates ({stop}), {score} "
               f"{best['cv_mae']:.6g}{unit} on {tune.n_search} training structures, "
-              f"{tune.folds}-fold", f"chosen mixing on those: c0 {best['c0']:.6g}, a "
-              f"{best['a']:.6g}, b {best['b']:.6g}",
+              f"{tune.folds}-fold", f"chosen mixing on those: {mixing}",
               f"searched: {', '.join(tune.space)}; see tune.csv beside this file"]
     text = config_toml(config, winner, header=header)
     search.save()
@@ -603,7 +696,7 @@ def run_tune(config: Config, out: Path, *, quiet: bool = False) -> dict[str, Any
     _say(f"tune: {stop}; {len(search.rows)} candidates ({search.new} evaluated now) in "
          f"{format_duration(time.perf_counter() - begin)}",
          "tune: best " + ", ".join(f"{n} {best[n]!r}" for n in tune.space)
-         + f": CV MAE {best['cv_mae']:.6g}{unit}",
+         + f": {score} {best['cv_mae']:.6g}{unit}",
          f"table: {out / 'tune.csv'}", f"best config: {out / 'best.toml'}",
          f"plot: {out / 'tune.png'}" if plotted else "plot: matplotlib not installed")
     return {"best": best, "rows": search.rows, "stop": stop, "evaluated_now": search.new}

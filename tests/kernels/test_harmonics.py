@@ -1,4 +1,4 @@
-"""wkdist.kernels.real_spherical_harmonics against scipy (SPEC section 2 convention)."""
+"""wkdist.kernels.real_spherical_harmonics against scipy (the convention of docs/mathematics.md)."""
 
 from __future__ import annotations
 

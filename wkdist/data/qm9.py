@@ -1,7 +1,7 @@
 """QM9 (130,831 molecules) from the files shipped by ``qm9pack``, cached once as a zarr group.
 
 We never ``import qm9pack``: its ``__init__`` needs ``pkg_resources`` and warns, which fails under
-warnings-as-errors (CONTRACTS "QM9 data"). Its CSV files are found through the import system and
+warnings-as-errors. Its CSV files are found through the import system and
 parsed here without pandas (csv module plus one vectorized float parse, ~5 s for all of QM9).
 
 The cache is a zarr 3 group ``<cache_dir>/qm9-v<FORMAT_VERSION>.zarr``:
@@ -57,7 +57,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the layout or a unit changes: the file name changes with it
-HARTREE_TO_EV = 27.211386245988  # CODATA 2018, as in CONTRACTS
+HARTREE_TO_EV = 27.211386245988  # CODATA 2018
 N_MOLECULES = 130_831
 TARGET_KEYS = ("U0", "dipole_magnitude", "polarizability")
 

@@ -1,5 +1,5 @@
 # Real coupling (Clebsch-Gordan) coefficients C^{l1 l2 L}_{m1 m2 M}, m indices -l..l stored at
-# positions 0..2l (SPEC section 3): the complex coefficients carried to the real harmonics of
+# positions 0..2l (docs/mathematics.md): the complex coefficients carried to the real harmonics of
 # harmonics.py on all three indices; a purely imaginary result (l1 + l2 + L odd) is multiplied
 # by -i. Reshaped to ((2 l1 + 1)(2 l2 + 1), 2 L + 1) the columns are orthonormal.
 """Real Clebsch-Gordan coefficients, exact rational arithmetic for the complex ones."""

@@ -1,5 +1,5 @@
 # Real spherical harmonics Y_{l m}, l = 0..l_max, m = -l..l, stored flat at index l*l + l + m.
-# Convention (SPEC section 2): orthonormal on the sphere, Condon-Shortley phase in the complex
+# Convention (docs/mathematics.md): orthonormal on the sphere, Condon-Shortley phase in the complex
 # harmonics, Y_{l,m>0} = sqrt(2) (-1)^m Re Y_l^m, Y_{l,m<0} = sqrt(2) (-1)^m Im Y_l^{|m|};
 # for l = 1 this is (y, z, x) / |r| times sqrt(3 / 4 pi).
 """Real spherical harmonics of unit vectors (numba)."""

@@ -2,7 +2,7 @@
 # 2l + 1 real components, stored at 0..2l; sigma = +1 / -1 parity, stored as t = 0 / 1;
 # nu the body order. A "level" holds every kernel block k^{nu, l, t} of one nu.
 #
-# This module turns the Wigner iterations of SPEC section 3 into small integer tables that the
+# This module turns the Wigner iterations (docs/mathematics.md) into small integer tables that the
 # numba executor in wigner.py walks: the sparse real coupling coefficients of every
 # (l1, l2, lam) triple, and a schedule of steps (iterate one level into the next, or form an
 # invariant product of two levels) with, per level, which (l, t) blocks can be non-zero.
@@ -202,7 +202,8 @@ def invariant_schedule(lambda_max: int, nu_max: int, scheme: str) -> Schedule:
 def equivariant_schedule(lambda_max: int, nu_max: int, lam: int) -> Schedule:
     """Outputs k^{nu, lam, +1}[mu, mu'] for nu = 0..nu_max, nu-major, then mu, mu'.
 
-    Always full equivariant iterations (SPEC section 3); the last computes only (lam, +1).
+    Always full equivariant iterations (docs/mathematics.md, "The two schemes"); the last
+    computes only (lam, +1).
     """
     planner = _Planner(lambda_max, nu_max)
     for level in range(1, nu_max):

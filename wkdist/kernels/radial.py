@@ -1,4 +1,4 @@
-# Radial factor of the nu = 1 closed form (SPEC section 2) for one neighbour pair (j, j'):
+# Radial factor of the nu = 1 closed form (docs/mathematics.md) for one neighbour pair (j, j'):
 #   R_l = w_j w_j' 4 pi (2 pi s^2)^(-3/2) exp(-(r^2 + r'^2) / (2 s^2)) i_l(r r' / s^2),
 #   s^2 = sigma(r)^2 + sigma(r')^2, l = 0..l_max.
 # i_l enters only as exp(-x) i_l(x) ("scaled"), which folds into the Gaussian and never

@@ -50,7 +50,7 @@ def _fill_nu1(
     k, ptr_b, r_b, s_b, w_b, y_b,
     tmp, k1, l_of_q,
 ):
-    """Level 0, blocks (l, +1), column p: the closed form of SPEC section 2 for centres i, k.
+    """Level 0, blocks (l, +1), column p: the nu = 1 closed form for centres i, k.
 
     Accumulates in the contiguous buffer k1 and copies once: the column p of W is strided.
     """
