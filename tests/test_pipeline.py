@@ -376,7 +376,8 @@ def test_fit_without_a_store_exits_2(done, tmp_path):
 
 def test_given_coefficients_and_learning_curve(done, tmp_path):
     case = copy_case(done, tmp_path)
-    coefficients = [0.01, 0.02, 0.0005]
+    # c_nu at the scale of the default "exact" kernels (K^nu ~ (8 pi^2)^-nu of "paper")
+    coefficients = [0.01, 1.5, 3.0]
     config = write_config(case, name="given.toml",
                           fit={"coefficients": coefficients, "learning_curve": [10, 5],
                                "regularization": 0.5})
