@@ -63,8 +63,15 @@ def test_no_suitable_python_says_what_to_install(tmp_path):
     assert done.returncode == 1 and done.stdout == ""
     assert "wkdist needs Python >= 3.12" in done.stderr
     assert "python3=3.11.7" in done.stderr and "pyenv install 3.12" in done.stderr
-    done = bootstrap(path)  # the real run stops at the same point, before touching .venv
+    # the real run, on a copy of the script in a checkout without a .venv (the real checkout
+    # has one, which the script would reuse and install into): it stops at the same point
+    checkout = tmp_path / "checkout"
+    (checkout / "deploy").mkdir(parents=True)
+    shutil.copy(SCRIPT, checkout / "deploy" / "bootstrap.sh")
+    done = subprocess.run([BASH, str(checkout / "deploy" / "bootstrap.sh")], capture_output=True,
+                          text=True, env={"PATH": path}, timeout=600)
     assert done.returncode == 1 and "wkdist needs Python >= 3.12" in done.stderr
+    assert not (checkout / ".venv").exists()
 
 
 def test_wkdist_python_overrides_the_search(tmp_path):
