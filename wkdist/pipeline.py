@@ -10,10 +10,12 @@ Outputs follow CONTRACTS.md: results.json, predictions.csv, report.png and model
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,13 @@ def _check_complete(store: Any, config: Config) -> None:
         )
 
 
+def _checked(group: zarr.Group, name: str) -> Any:
+    """Kernel array ``name`` whose reads check each chunk against its tile's marker."""
+    from .store import checked_array
+
+    return checked_array(group.store.root, name)
+
+
 def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
             lam: int = 0) -> dict[str, Any]:
     """(c0, a, b) of part ``lam`` by CV on the first max_search training structures (a random
@@ -71,7 +80,7 @@ def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
         return {"coefficients": list(fit.coefficients), "search": None}
     d = 2 * lam + 1
     m = min(len(y) // d, fit.max_search)
-    kernels = group[kernel_array("train", lam)][:, :m * d, :m * d]
+    kernels = _checked(group, kernel_array("train", lam))[:, :m * d, :m * d]
     result = fit_mixing(kernels, y[:m * d], folds=min(fit.folds, m), seed=fit.seed,
                         regularization=fit.regularization, mode=fit.mode, block=d)
     search = {"c0": result.c0, "a": result.a, "b": result.b, "cv_mae": result.cv_mae,
@@ -98,17 +107,33 @@ def _learning_curve(group: zarr.Group, y_parts: dict[int, np.ndarray], b_test: n
         parts = {}
         for lam, y in y_parts.items():
             d = 2 * lam + 1
-            kernels = group[kernel_array("train", lam)][:, :n * d, :n * d]
+            kernels = _checked(group, kernel_array("train", lam))[:, :n * d, :n * d]
             result = fit_mixing(kernels, y[:n * d], folds=min(fit.folds, n), seed=fit.seed,
                                 regularization=fit.regularization, mode=fit.mode, block=d)
             alpha = solve_dense(kernels, y[:n * d], coefficients=result.coefficients,
                                 regularization=fit.regularization)
-            values = predict_dense(group[kernel_array("test", lam)][:, :, :n * d], alpha,
-                                   coefficients=result.coefficients)
+            test = _checked(group, kernel_array("test", lam))[:, :, :n * d]
+            values = predict_dense(test, alpha, coefficients=result.coefficients)
             parts[lam] = b_test + values if lam == 0 else values.reshape(-1, d)
         prediction = from_spherical(parts, kind)
         points.append({"n_train": n, **target_errors(y_test, prediction, kind)})
     return points
+
+
+@contextlib.contextmanager
+def _repair_hint(config: Config) -> Iterator[None]:
+    """A kernel tile found damaged where it is read: unmark it (here, in the driver) and stop
+    with one line naming it and the command that recomputes it."""
+    from .errors import DamagedTileError, StoreError
+    from .store import unmark
+
+    try:
+        yield
+    except DamagedTileError as error:
+        unmark(error.marker)
+        where = config.source or "CONFIG.toml"
+        raise StoreError(f"{error}; the tile is unmarked: `wkdist kernels {where} --verify` "
+                         "recomputes it and checks every other tile") from None
 
 
 def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
@@ -151,7 +176,7 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
     parts, described, predicted, factors = [], [], {}, []
     for key in ("search_s", "solve_s", "predict_s"):
         timings[key] = 0.0
-    with strict_reads():
+    with strict_reads(), _repair_hint(config):
         for lam in lambdas_of(kind):
             mark = time.perf_counter()
             chosen = _search(group, y_parts[lam], fit, nu_max, lam)

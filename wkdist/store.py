@@ -40,6 +40,7 @@ run recomputes them. Markers are a zarr array rather than JSON files because zar
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -56,7 +57,7 @@ import zarr
 from zarr.codecs import Crc32cCodec
 
 from .durable import DurableTree, fsync_path
-from .errors import StoreError
+from .errors import DamagedTileError, StoreError
 from .graph import (Tile, all_tiles, array_lambda, is_train, kernel_array, matrix_bounds,
                     n_blocks)
 from .settings import KernelSettings
@@ -74,6 +75,10 @@ __all__ = [
     "remove_partials",
     "strict_reads",
     "progress_counts",
+    "check_chunk",
+    "unmark",
+    "CheckedArray",
+    "checked_array",
 ]
 
 FORMAT = 1
@@ -109,6 +114,133 @@ def _chunk_path(root: Path, array: str, coords: Iterable[int]) -> Path:
 
 def _crc(path: Path) -> int:
     return zlib.crc32(path.read_bytes())
+
+
+# --------------------------------------------------------------------------- checksums on read
+# Every reader of a kernel or factor tile calls ``check_chunk`` with the crc32 the tile's
+# completion marker recorded, just before decoding the chunk: a chunk replaced by another valid
+# chunk (its own Crc32c matches) or damaged on disk is found at the moment of use. The reader
+# only raises; the driver deletes the marker (``unmark``), so markers stay write-once per writer.
+
+
+def check_chunk(file: Path, expected: int | None, *, what: str, marker: Path | str,
+                kind: str = "kernel") -> None:
+    """Raise DamagedTileError unless ``file`` exists and its crc32 is ``expected`` (None: the
+    tile is not marked done)."""
+    try:
+        actual = _crc(Path(file))
+    except FileNotFoundError:
+        raise DamagedTileError(f"{what}: its chunk file {file} is missing", str(marker),
+                               kind) from None
+    except OSError as error:
+        raise DamagedTileError(f"{what}: cannot read {file} ({error.strerror or error})",
+                               str(marker), kind) from None
+    if expected is None:
+        raise DamagedTileError(f"{what}: no valid completion marker", str(marker), kind)
+    if actual != expected:
+        raise DamagedTileError(f"{what}: checksum of {file} is {actual:08x}, its marker "
+                               f"recorded {expected:08x} (damaged or replaced)",
+                               str(marker), kind)
+
+
+def unmark(marker: Path | str) -> None:
+    """Delete a completion marker (driver only), durably: its tile counts as missing."""
+    marker = Path(marker)
+    marker.unlink(missing_ok=True)
+    if marker.parent.is_dir():
+        fsync_path(marker.parent, directory=True)
+
+
+def _marker_file(root: Path, name: str, row: int, col: int) -> Path:
+    return _chunk_path(root, "tiles/" + name, (row, col, 0))
+
+
+def _read_marker(root: Path, name: str, row: int, col: int) -> np.ndarray | None:
+    """The 4 marker words of tile (row, col) of kernel array ``name``, or None when absent or
+    unreadable."""
+    try:
+        return _open_readonly(str(root), "tiles/" + name)[row, col]
+    except Exception:  # absent (read_missing_chunks False) or damaged: not done
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _open_readonly_cached(root: str, path: str, version: Any) -> zarr.Array:
+    return zarr.open_array(zarr.storage.LocalStore(root, read_only=True), path=path, mode="r",
+                           config={"read_missing_chunks": False})
+
+
+def _open_readonly(root: str, path: str) -> zarr.Array:
+    try:
+        meta = os.stat(os.path.join(root, path, "zarr.json"))
+        version = (meta.st_ino, meta.st_mtime_ns, meta.st_size)
+    except OSError:
+        version = None
+    return _open_readonly_cached(root, path, version)
+
+
+class CheckedArray:
+    """A kernel array of a wkdist store whose reads check every chunk they touch against its
+    completion marker first (``check_chunk``). Slicing as zarr's, with slices or Ellipsis."""
+
+    def __init__(self, root: Path | str, name: str, array: zarr.Array | None = None,
+                 expected_hash: int | None = None) -> None:
+        self.root = Path(root)
+        self.name = name
+        self.array = array if array is not None else _open_readonly(str(root), name)
+        self.expected_hash = expected_hash
+        self.shape = self.array.shape
+        self.chunks = self.array.chunks
+        self.dtype = self.array.dtype
+        self.ndim = self.array.ndim
+
+    def check(self, row: int, col: int) -> None:
+        """Check chunk (0, row, col) against the marker of the tile it belongs to."""
+        mirrored = is_train(self.name) and row > col
+        tile = (col, row) if mirrored else (row, col)
+        marker = _read_marker(self.root, self.name, *tile)
+        expected = None
+        if (marker is not None and int(marker[3]) == _MARKER_DONE
+                and (self.expected_hash is None or int(marker[0]) == self.expected_hash)):
+            expected = int(marker[2 if mirrored else 1])
+        what = (f"store {self.root}: kernel tile {self.name} {tile}"
+                + (f" (its mirror, chunk ({row}, {col}))" if mirrored else ""))
+        check_chunk(_chunk_path(self.root, self.name, (0, row, col)), expected, what=what,
+                    marker=_marker_file(self.root, self.name, *tile))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            at = key.index(Ellipsis)
+            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1:]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        ranges = []
+        for axis in (1, 2):
+            k = key[axis]
+            if not isinstance(k, slice) or k.step not in (None, 1):
+                raise TypeError(f"{self.name}: checked reads take plain slices, got {k!r}")
+            start, stop, _ = k.indices(self.shape[axis])
+            size = self.chunks[axis]
+            ranges.append(range(start // size, -(-stop // size)) if stop > start else range(0))
+        for row in ranges[0]:
+            for col in ranges[1]:
+                self.check(row, col)
+        return self.array[key]
+
+
+def checked_array(root: Path | str, name: str) -> CheckedArray | zarr.Array:
+    """Kernel array ``name`` of the store at ``root``, checked on read when the store has
+    completion markers for it (a plain zarr group has none: its Crc32c codec still checks)."""
+    root = Path(root)
+    if not (root / "tiles" / name / "zarr.json").is_file():
+        return _open_readonly(str(root), name)
+    expected = None
+    try:
+        meta = json.loads((root / "zarr.json").read_text())["attributes"]["wkdist"]
+        expected = _hash64(str(meta["params_hash"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return CheckedArray(root, name, expected_hash=expected)
 
 
 # --------------------------------------------------------------------------- the store
@@ -417,9 +549,7 @@ def verify_tiles(store: KernelStore, *, repair: bool = True) -> list[Tile]:
     damaged = [tile for tile, marker in done_tiles(store) if not _tile_ok(store, tile, marker)]
     if repair:
         for tile in damaged:
-            marker = _chunk_path(store.path, "tiles/" + tile.array, (tile.row, tile.col, 0))
-            marker.unlink(missing_ok=True)
-            fsync_path(marker.parent, directory=True)
+            unmark(_marker_file(store.path, tile.array, tile.row, tile.col))
     return damaged
 
 

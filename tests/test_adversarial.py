@@ -1,0 +1,123 @@
+"""Damaged, replaced and hand-edited files, and bad input, as an adversary would try them.
+
+Every case runs the real command (``wkdist.cli.main``, a real LocalCluster with worker
+processes where the command starts one) on a real store on disk, and checks for one line
+``wkdist: error: ...`` with exit status 2 naming what is at fault, or for the repaired result
+being the original one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from store_helpers import ASE_SHAPE_WARNING, error_line
+from store_helpers import wkdist_cli as wkdist
+from test_pipeline import make_case
+
+pytestmark = ASE_SHAPE_WARNING
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One `wkdist run` on the tiny case of test_pipeline: (case dir, results)."""
+    case = tmp_path_factory.mktemp("adversarial")
+    config = make_case(case)
+    status, _, err = wkdist("run", config, "--out", case / "out", "--quiet")
+    assert status == 0, err
+    return case, json.loads((case / "out" / "results.json").read_text())
+
+
+@pytest.fixture
+def case(finished, tmp_path):
+    """A private copy of the finished case: (case dir, results of the original run)."""
+    source, results = finished
+    copy = tmp_path / "case"
+    shutil.copytree(source, copy)
+    shutil.rmtree(copy / "out")
+    return copy, results
+
+
+def flip_byte(path: Path, offset: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def predictions(path: Path) -> np.ndarray:
+    rows = path.read_text().splitlines()[1:]
+    return np.array([float(row.split(",")[-1]) for row in rows])
+
+
+def factor_dirs(store: Path) -> list[Path]:
+    return sorted(p for p in (store / "solve").iterdir() if p.is_dir())
+
+
+# --------------------------------------------------------------------------- kernel tiles
+
+
+@pytest.mark.parametrize("damage", ["replaced", "flipped"])
+def test_damaged_kernel_tile_stops_fit_naming_it_and_the_repair(case, damage):
+    """A K_train chunk replaced by another valid chunk (its own Crc32c matches) or with a
+    flipped byte: fit stops with one line naming the tile and `wkdist kernels --verify`, and
+    unmarks it; after that command, fit gives the original results."""
+    case, original = case
+    store = case / "store.zarr"
+    chunk = store / "K_train" / "c" / "0" / "0" / "0"
+    if damage == "replaced":
+        shutil.copyfile(store / "K_train" / "c" / "0" / "1" / "1", chunk)
+    else:
+        flip_byte(chunk)
+    status, _, err = wkdist("fit", case / "config.toml", "--out", case / "out")
+    assert status == 2
+    line = error_line(err)
+    assert "kernel tile K_train (0, 0)" in line and "--verify" in line, line
+    assert not (store / "tiles" / "K_train" / "c" / "0" / "0" / "0").exists()
+    assert not (case / "out" / "results.json").exists()
+    status, _, err = wkdist("kernels", case / "config.toml", "--verify", "--quiet")
+    assert status == 0, err
+    status, _, err = wkdist("fit", case / "config.toml", "--out", case / "out")
+    assert status == 0, err
+    results = json.loads((case / "out" / "results.json").read_text())
+    assert results["mae"] == pytest.approx(original["mae"], rel=1e-12, abs=0)
+
+
+def test_damaged_test_kernel_mirror_chunk_is_found(case):
+    """The lower-triangle mirror of an off-diagonal K_train tile is checked against the crc its
+    tile's marker holds for the mirror."""
+    case, _ = case
+    store = case / "store.zarr"
+    flip_byte(store / "K_train" / "c" / "0" / "1" / "0")
+    status, _, err = wkdist("fit", case / "config.toml", "--out", case / "out")
+    assert status == 2
+    line = error_line(err)
+    assert "K_train (0, 1) (its mirror, chunk (1, 0))" in line, line
+    assert not (store / "tiles" / "K_train" / "c" / "0" / "1" / "0").exists()
+
+
+# --------------------------------------------------------------------------- factor tiles
+
+
+@pytest.mark.parametrize("damage", ["replaced", "flipped"])
+def test_damaged_factor_tile_is_recomputed_by_fit(case, damage):
+    """A factor tile re-encoded with other values (valid Crc32c) or with a flipped byte: fit
+    finds it at its read, recomputes it and gives the original weights and predictions."""
+    case, original = case
+    store = case / "store.zarr"
+    (factor,) = factor_dirs(store)
+    if damage == "replaced":
+        array = zarr.open_array(zarr.storage.LocalStore(factor), path="L", mode="r+")
+        array[0:2, 0:2] = array[0:2, 0:2] * 1.5
+    else:
+        flip_byte(factor / "L" / "c" / "0" / "0")
+    status, _, err = wkdist("fit", case / "config.toml", "--out", case / "out")
+    assert status == 0, err
+    assert "factor tile" in err and "recomputing it" in err, err
+    results = json.loads((case / "out" / "results.json").read_text())
+    assert results["mae"] == pytest.approx(original["mae"], rel=1e-12, abs=0)
+    assert results["factor_tiles"]["computed"] == 1
