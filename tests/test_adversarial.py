@@ -121,3 +121,111 @@ def test_damaged_factor_tile_is_recomputed_by_fit(case, damage):
     results = json.loads((case / "out" / "results.json").read_text())
     assert results["mae"] == pytest.approx(original["mae"], rel=1e-12, abs=0)
     assert results["factor_tiles"]["computed"] == 1
+
+
+def test_status_verify_checks_factor_tiles_and_model_directories(case):
+    case, _ = case
+    store = case / "store.zarr"
+    status, out, err = wkdist("status", store, "--verify")
+    assert status == 0 and "every done tile and factor tile is intact" in out, out + err
+    (factor,) = factor_dirs(store)
+    flip_byte(factor / "L" / "c" / "0" / "0")
+    status, out, err = wkdist("status", store, "--verify")
+    assert status == 1, out + err
+    assert f"solve/{factor.name}/L (0, 0)" in out and "next `wkdist fit` recomputes" in out
+    assert not (factor / "done" / "c" / "0" / "0" / "0").exists()
+
+
+def test_truncated_store_metadata_is_one_line(case):
+    case, _ = case
+    store = case / "store.zarr"
+    for name in ("zarr.json", "K_train/zarr.json", "tiles/K_test/zarr.json"):
+        file = store / name
+        saved = file.read_bytes()
+        file.write_bytes(saved[:len(saved) // 3])
+        for argv in (("status", store), ("fit", case / "config.toml", "--out", case / "out")):
+            status, _, err = wkdist(*argv)
+            assert status == 2, err
+            line = error_line(err)
+            assert str(file) in line and "truncated or edited" in line, line
+        file.write_bytes(saved)
+    assert not (case / "out").exists()
+
+
+def test_truncated_factor_metadata_is_recomputed(case):
+    case, original = case
+    (factor,) = factor_dirs(case / "store.zarr")
+    file = factor / "L" / "zarr.json"
+    file.write_bytes(file.read_bytes()[:40])
+    status, _, err = wkdist("fit", case / "config.toml", "--out", case / "out")
+    assert status == 0, err
+    assert "unreadable (truncated or edited)" in err
+    results = json.loads((case / "out" / "results.json").read_text())
+    assert results["mae"] == pytest.approx(original["mae"], rel=1e-12, abs=0)
+
+
+# --------------------------------------------------------------------------- models
+
+
+@pytest.fixture
+def model(finished, tmp_path):
+    """A private copy of the finished run's model, and the structures of its test set."""
+    source, _ = finished
+    copy = tmp_path / "model"
+    shutil.copytree(source / "out" / "model", copy)
+    return copy, source / "mols.xyz"
+
+
+@pytest.mark.parametrize("damage", ["flip", "delete", "shape", "baseline"])
+def test_predict_refuses_a_damaged_model(model, damage):
+    model, xyz = model
+    if damage == "flip":
+        flip_byte(model / "alpha" / "c" / "0", offset=6)
+    elif damage == "delete":
+        (model / "alpha" / "c" / "0").unlink()
+    elif damage == "shape":
+        meta = json.loads((model / "alpha" / "zarr.json").read_text())
+        meta["shape"] = [meta["shape"][0] - 1]
+        (model / "alpha" / "zarr.json").write_text(json.dumps(meta))
+    else:
+        meta = json.loads((model / "zarr.json").read_text())
+        meta["attributes"]["baseline"]["Qq"] = 1.0
+        (model / "zarr.json").write_text(json.dumps(meta))
+    status, out, err = wkdist("predict", model, xyz)
+    assert status == 2 and out == ""
+    line = error_line(err)
+    assert str(model) in line, line
+    status, _, err = wkdist("status", model, "--verify")
+    assert status == 2 and error_line(err) == line
+
+
+def test_status_verify_of_an_intact_model(model):
+    model, _ = model
+    status, out, err = wkdist("status", model, "--verify")
+    assert status == 0 and "files match their checksums" in out, out + err
+
+
+def test_unseen_elements_are_nan_with_their_rows_named(model, tmp_path):
+    """A QM9-like model asked about S and Cl: those rows are NaN and named on stderr; the
+    option gives the zero-baseline numbers instead."""
+    from ase import Atoms
+
+    from test_pipeline import random_molecules, write_xyz
+
+    model, _ = model
+    frames = random_molecules(3, seed=11, energy=False)
+    frames.insert(1, Atoms("CSH4", positions=[[0, 0, 0], [1.8, 0, 0], [-0.6, 0.9, 0],
+                                               [-0.6, -0.9, 0], [2.2, 1.3, 0], [0, 0, 1.1]]))
+    frames.append(Atoms("CClH3", positions=[[0, 0, 0], [1.8, 0, 0], [-0.4, 1.0, 0],
+                                             [-0.4, -0.5, 0.9], [-0.4, -0.5, -0.9]]))
+    write_xyz(tmp_path / "new.xyz", frames)
+    status, out, err = wkdist("predict", model, tmp_path / "new.xyz")
+    assert status == 0, err
+    values = np.array([float(r.split(",")[-1]) for r in out.splitlines()[1:]])
+    assert np.isnan(values[[1, 4]]).all() and np.isfinite(values[[0, 2, 3]]).all()
+    assert "elements S, Cl never occur" in err and "structures 1, 4 of" in err, err
+    status, out, err = wkdist("predict", model, tmp_path / "new.xyz", "--allow-unseen-elements")
+    assert status == 0, err
+    allowed = np.array([float(r.split(",")[-1]) for r in out.splitlines()[1:]])
+    assert np.isfinite(allowed).all()
+    np.testing.assert_array_equal(allowed[[0, 2, 3]], values[[0, 2, 3]])

@@ -92,14 +92,23 @@ def _status_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("status", "tiles done per array; --verify checks them", _status_arguments)
 def _status(args: argparse.Namespace) -> int:
+    from .model import FORMAT as MODEL_FORMAT
+    from .model import verify_model
+    from .solve import verify_factors
     from .store import open_store, progress_counts, verify_tiles
 
+    if _is_model(args.store, MODEL_FORMAT):
+        attrs = verify_model(args.store)  # a damaged model: one line, exit 2
+        print(f"model {args.store}: target {attrs.get('target')!r}, "
+              f"{len(attrs['manifest']['files'])} files match their checksums")
+        return 0
     store = open_store(args.store, mode="r+" if args.verify else "r")
     meta = store.meta
     print(f"store {store.path}: n_train {store.n_train}, n_test {store.n_test}, "
           f"tile_size {store.tile_size}, nu_max {meta['settings']['nu_max']}, "
           f"wkdist {meta['version']}")
     damaged = verify_tiles(store, repair=True) if args.verify else []
+    factors = verify_factors(store.path, repair=True) if args.verify else []
     complete = True
     for name, (done, total) in progress_counts(store).items():
         complete &= done == total
@@ -110,9 +119,23 @@ def _status(args: argparse.Namespace) -> int:
                   f"{', ...' if len(damaged) > 20 else ''}); unmarked, the next "
                   "`wkdist kernels` recomputes them")
             return 1
-        print("verify: every done tile is intact")
+        if factors:
+            print(f"damaged: {len(factors)} factor tiles ({', '.join(factors[:20])}"
+                  f"{', ...' if len(factors) > 20 else ''}); unmarked, the next `wkdist fit` "
+                  "recomputes them")
+            return 1
+        print("verify: every done tile and factor tile is intact")
     print("complete" if complete else "incomplete: `wkdist kernels CONFIG.toml` computes the rest")
     return 0
+
+
+def _is_model(path: str, model_format: str) -> bool:
+    """Whether ``path`` looks like a model directory (its zarr.json names the model format)."""
+    try:
+        with open(os.path.join(path, "zarr.json"), "rb") as handle:
+            return model_format.encode() in handle.read()
+    except OSError:
+        return False
 
 
 # Commands defined in their own modules register themselves on import.

@@ -335,6 +335,9 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster", default=None,
                         help='"local" or "tcp://host:port" (default: this process)')
     parser.add_argument("--workers", type=int, default=2, help="local worker processes")
+    parser.add_argument("--allow-unseen-elements", action="store_true",
+                        help="predict structures with elements the training set never had "
+                             "(zero kernel and zero baseline for them) instead of NaN")
 
 
 @command("predict", "predict new structures with a fitted model", _predict_arguments)
@@ -352,8 +355,17 @@ def _predict(args: argparse.Namespace) -> int:
     check_frames(frames, str(args.structures))
     unseen = model.unseen_elements(frames)
     if unseen:
-        log.warning("elements %s never occur in the training set: their kernel contributions "
-                    "are zero", ", ".join(unseen))
+        rows = model.unseen_rows(frames)
+        shown = ", ".join(map(str, rows[:20])) + (", ..." if len(rows) > 20 else "")
+        if args.allow_unseen_elements:
+            log.warning("elements %s never occur in the training set: structures %s of %s "
+                        "are predicted with a zero kernel and zero baseline for them",
+                        ", ".join(unseen), shown, args.structures)
+        else:
+            log.warning("elements %s never occur in the training set: structures %s of %s "
+                        "(0-based) are written as NaN; --allow-unseen-elements predicts them "
+                        "with a zero kernel and zero baseline for those elements",
+                        ", ".join(unseen), shown, args.structures)
     try:
         target = read_targets(frames, model.target, name=args.structures)
     except DataError:
@@ -366,7 +378,8 @@ def _predict(args: argparse.Namespace) -> int:
                               f"got {args.cluster!r}")
         context = open_cluster(ComputeConfig(cluster=args.cluster, workers=args.workers))
     with context as cluster:
-        prediction = model.predict(frames, client=None if cluster is None else cluster.client)
+        prediction = model.predict(frames, client=None if cluster is None else cluster.client,
+                                   allow_unseen_elements=args.allow_unseen_elements)
     out = Path(args.out) if args.out else None
     text = write_predictions(out, np.arange(len(frames)), prediction, target)
     if out is None:

@@ -48,6 +48,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ __all__ = [
     "fit_weights",
     "predict",
     "factor_progress",
+    "verify_factors",
     "default_tile_size",
     "mix_dense",
     "solve_dense",
@@ -208,6 +210,12 @@ def _durable(spec: _Spec, file: Path) -> None:
 def _read_l(spec: _Spec, i: int, j: int) -> np.ndarray:
     """Factor tile (i, j), its chunk checked against the crc its marker recorded."""
     (r0, r1), (c0, c1) = spec.bounds(i), spec.bounds(j)
+    _read_l_checked(spec, i, j)
+    return _open(spec.root, spec.base + "/L", False)[r0:r1, c0:c1]
+
+
+def _read_l_checked(spec: _Spec, i: int, j: int) -> None:
+    """Raise DamagedTileError unless factor tile (i, j) matches its marker."""
     expected = None
     try:
         tag, crc = (int(v) for v in _open(spec.root, spec.base + "/done", False)[i, j])
@@ -218,7 +226,6 @@ def _read_l(spec: _Spec, i: int, j: int) -> np.ndarray:
     check_chunk(_chunk_file(spec, "L", (i, j)), expected, kind="factor",
                 what=f"store {spec.root}: factor tile {spec.base}/L ({i}, {j})",
                 marker=_chunk_file(spec, "done", (i, j, 0)))
-    return _open(spec.root, spec.base + "/L", False)[r0:r1, c0:c1]
 
 
 def _start(spec: _Spec, i: int, j: int) -> np.ndarray:
@@ -399,6 +406,7 @@ def _prepare(group: Any, coefficients: Any, regularization: float, tile_size: in
     attrs = {"format": FORMAT, "coefficients": list(coefficients),
              "regularization": regularization, "tile_size": tile, "n": n,
              "kernel": kernel_path, "fingerprint": fingerprint}
+    _discard_unreadable(Path(root, _join(gpath, SOLVE_GROUP)), Path(root, base))
     writable = zarr.open_group(zarr.storage.LocalStore(root), mode="r+")
     solve_group = writable.require_group(_join(gpath, SOLVE_GROUP))
     name = digest[:20]
@@ -424,6 +432,27 @@ def _prepare(group: Any, coefficients: Any, regularization: float, tile_size: in
             fsync_path(directory / "zarr.json")
     fsync_path(Path(root, base), directory=True)
     return spec, digest, fgroup
+
+
+def _discard_unreadable(solve_dir: Path, factor_dir: Path) -> None:
+    """A factor is derived data: when its metadata is truncated or edited, delete it (here, in
+    the driver, before any task runs) so it is computed again instead of failing every fit."""
+    for directory, files in ((solve_dir, ["zarr.json"]),
+                             (factor_dir, ["zarr.json", "L/zarr.json", "done/zarr.json",
+                                           "W/zarr.json"])):
+        for name in files:
+            file = directory / name
+            if not file.exists():
+                continue
+            try:
+                node = json.loads(file.read_bytes())
+                if not isinstance(node, dict) or "node_type" not in node:
+                    raise ValueError("not zarr metadata")
+            except ValueError:
+                log.warning("%s is unreadable (truncated or edited): deleting %s, the factor "
+                            "is computed again", file, directory)
+                shutil.rmtree(directory)
+                break
 
 
 def _done_tiles(spec: _Spec, verify: bool = False) -> set[tuple[int, int]]:
@@ -570,6 +599,29 @@ def _repair(error: DamagedTileError, attempt: int) -> None:
         raise error
     log.warning("%s; recomputing it", error)
     unmark(error.marker)
+
+
+def verify_factors(root: Path | str, *, repair: bool = True) -> list[str]:
+    """Check every marked factor tile under ``root/solve`` against its marker's crc; return
+    the damaged ones as "solve/<h>/L (i, j): why". With ``repair`` their markers are deleted,
+    so the next fit recomputes them."""
+    solve_dir = Path(root, SOLVE_GROUP)
+    damaged: list[str] = []
+    if not solve_dir.is_dir():
+        return damaged
+    for factor in sorted(p for p in solve_dir.iterdir() if (p / "done" / "c").is_dir()):
+        base = f"{SOLVE_GROUP}/{factor.name}"
+        spec = _Spec(str(root), "", base, (), 0.0, 1, 1, int(factor.name[:16], 16))
+        for marker in sorted((factor / "done" / "c").glob("*/*/0")):
+            i, j = int(marker.parent.parent.name), int(marker.parent.name)
+            try:
+                _read_l_checked(spec, i, j)
+            except DamagedTileError as error:
+                damaged.append(f"{base}/L ({i}, {j})")
+                log.debug("%s", error)
+                if repair:
+                    unmark(error.marker)
+    return damaged
 
 
 def factor_progress(group: Any, *, coefficients: Sequence[float], regularization: float = 1.0,

@@ -319,15 +319,56 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _metadata(file: Path) -> dict[str, Any]:
+    """A zarr.json parsed here, so a truncated or edited one is one message naming it."""
+    try:
+        meta = json.loads(file.read_bytes())
+        if not isinstance(meta, dict):
+            raise TypeError(f"a JSON {type(meta).__name__}, not an object")
+        return meta
+    except (ValueError, TypeError) as error:
+        raise StoreError(f"{file}: not valid zarr metadata ({str(error).splitlines()[0]}); the "
+                         "file is truncated or edited: restore it, or delete the store and "
+                         "compute it again") from None
+
+
+def _check_metadata(path: Path, meta: Mapping[str, Any]) -> None:
+    """Every array of the store has readable metadata of the expected kind."""
+    lambdas = [int(lam) for lam in meta.get("lambdas", [0])]
+    names = [kernel_array(side, lam) for lam in lambdas for side in ("train", "test")]
+    names = names + ["tiles/" + name for name in names] + [
+        "y_train", "y_test", "train_index", "test_index"]
+    for name in names:
+        file = path / name / "zarr.json"
+        if not file.is_file():
+            raise StoreError(f"{path}: array {name} is missing ({file} not found); delete the "
+                             "store and compute it again")
+        node = _metadata(file)
+        if node.get("node_type") != "array" or not isinstance(node.get("shape"), list):
+            raise StoreError(f"{file}: expected the metadata of array {name}, got "
+                             f"node_type {node.get('node_type')!r}")
+
+
 def _read_meta(path: Path) -> tuple[zarr.Group, dict[str, Any]]:
+    if not (path / "zarr.json").is_file():
+        raise StoreError(f"{path}: not a zarr group (no wkdist store here)")
+    node = _metadata(path / "zarr.json")
+    if node.get("node_type") != "group":
+        raise StoreError(f"{path}: not a zarr group (no wkdist store here)")
     try:
         group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
-        raise StoreError(f"{path}: not a zarr group (no wkdist store here)") from None
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError,
+            ValueError, TypeError, KeyError) as error:
+        raise StoreError(f"{path}: not a readable zarr group ({type(error).__name__})") from None
     meta = group.attrs.get("wkdist")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise StoreError(f"{path}: a zarr group, but not a wkdist kernel store "
                          f"(format {FORMAT})")
+    for key in ("settings", "tile_size", "data", "params_hash"):
+        if key not in meta:
+            raise StoreError(f"{path / 'zarr.json'}: the wkdist attributes lack {key!r} "
+                             "(edited?)")
+    _check_metadata(path, meta)
     return group, meta
 
 
