@@ -229,3 +229,59 @@ def test_unseen_elements_are_nan_with_their_rows_named(model, tmp_path):
     allowed = np.array([float(r.split(",")[-1]) for r in out.splitlines()[1:]])
     assert np.isfinite(allowed).all()
     np.testing.assert_array_equal(allowed[[0, 2, 3]], values[[0, 2, 3]])
+
+
+# --------------------------------------------------------------------------- bad input, early
+
+
+def test_two_atoms_at_one_position_named_by_file_and_frame(tmp_path):
+    """Refused before any cluster starts or store is created, naming the file and the frame's
+    position in it, not its position inside a tile."""
+    from test_pipeline import random_molecules, write_xyz
+
+    config = make_case(tmp_path)
+    frames = random_molecules(20, seed=7)
+    frames[5].positions[2] = frames[5].positions[0]
+    write_xyz(tmp_path / "mols.xyz", frames)
+    for argv in (("kernels", config, "--quiet"), ("run", config, "--out", tmp_path / "out")):
+        status, _, err = wkdist(*argv)
+        assert status == 2
+        line = error_line(err)
+        assert f"{tmp_path / 'mols.xyz'} frame 5: expected atoms at least" in line, line
+        assert "atoms 0 and 2" in line and "dashboard" not in err
+        assert not (tmp_path / "store.zarr").exists()
+
+
+def test_store_of_other_settings_refused_before_a_cluster(case):
+    case, _ = case
+    config = case / "config.toml"
+    config.write_text(config.read_text().replace("nu_max = 2", "nu_max = 3"))
+    for argv in (("kernels", config, "--quiet"), ("run", config, "--out", case / "out"),
+                 ("fit", config, "--out", case / "out")):
+        status, _, err = wkdist(*argv)
+        assert status == 2
+        line = error_line(err)
+        assert "made for other settings or data: kernel nu_max 2 in the store, 3 now" in line
+        assert "dashboard" not in err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[fit]\nfolds = 1\n", "[fit] folds: expected an integer >= 2, got 1"),
+    ("[fit]\ncoefficients = [1.0, 2.0]\n", "[fit] coefficients: expected 3 numbers"),
+])
+def test_fit_settings_refused_when_the_config_is_read(tmp_path, text, message):
+    config = make_case(tmp_path)
+    config.write_text(config.read_text() + text)
+    status, _, err = wkdist("run", config, "--out", tmp_path / "out")
+    assert status == 2 and message in error_line(err)
+    assert "dashboard" not in err and not (tmp_path / "store.zarr").exists()
+
+
+def test_config_that_is_not_utf8(tmp_path):
+    config = make_case(tmp_path)
+    config.write_bytes(config.read_bytes() + b"# caf\xe9\n")
+    for command in ("kernels", "plan"):
+        status, _, err = wkdist(command, config)
+        assert status == 2
+        assert error_line(err) == (f"wkdist: error: {config}: not valid TOML (not UTF-8: byte "
+                                   "0xe9 at line 17)")

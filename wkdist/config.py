@@ -359,7 +359,7 @@ def _build_store(values: dict[str, Any], where: str) -> StoreConfig:
 
 
 def _build_fit(values: dict[str, Any], where: str) -> FitConfig:
-    if values.get("mode") == "kfold" and values.get("folds", 10) < 2:
+    if values.get("mode", "kfold") == "kfold" and values.get("folds", 10) < 2:
         raise ConfigError(f"{where} folds: expected an integer >= 2, got {values['folds']}")
     return FitConfig(**values)
 
@@ -548,6 +548,11 @@ def parse_config(document: Mapping[str, Any], *, base_dir: Path | str = ".",
     )
 
 
+def _line_of(path: Path, offset: int) -> int:
+    """1-based line of byte ``offset`` in the file at ``path``."""
+    return path.read_bytes()[:offset].count(b"\n") + 1
+
+
 def load_config(path: Path | str) -> Config:
     """Read and validate a TOML file. Raises ConfigError (also for unreadable or bad TOML)."""
     path = Path(path)
@@ -559,4 +564,8 @@ def load_config(path: Path | str) -> Config:
             from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    except UnicodeDecodeError as error:  # TOML is UTF-8; tomllib decodes before parsing
+        byte, line = error.object[error.start], _line_of(path, error.start)
+        raise ConfigError(f"{path}: not valid TOML (not UTF-8: byte 0x{byte:02x} at line "
+                          f"{line})") from None
     return parse_config(document, base_dir=path.resolve().parent, source=path)

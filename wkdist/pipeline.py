@@ -285,14 +285,42 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _pipeline(config: Config, out: Path, *, kernels: bool, quiet: bool = False) -> int:
-    from .cluster import open_cluster
+    from .compute import preflight
     from .dataset import load_dataset
+    from .lock import hold
 
     begin = time.perf_counter()
     dataset = load_dataset(config.data)
     _say(f"data: {dataset.n_train} train, {dataset.n_test} test structures; "
          f"store {config.store.path}")
     timings: dict[str, float] = {"data_s": time.perf_counter() - begin}
+    _check_fit(config, dataset)
+    preflight(config, dataset)  # structures, an existing store: before any cluster or store
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(hold(config.store.path, what="store",
+                                 command=f"wkdist {'run' if kernels else 'fit'}"))
+        locks.enter_context(hold(out, what="output directory",
+                                 command=f"wkdist {'run' if kernels else 'fit'}"))
+        return _locked_pipeline(config, dataset, out, kernels=kernels, quiet=quiet,
+                                timings=timings)
+
+
+def _check_fit(config: Config, dataset: Dataset) -> None:
+    """[fit] against the data and kernel settings, before any kernel is computed."""
+    fit: FitConfig = config.sections["fit"]
+    if fit.coefficients is not None and len(fit.coefficients) != config.kernel.nu_max + 1:
+        raise ConfigError(f"[fit] coefficients: expected {config.kernel.nu_max + 1} numbers "
+                          f"(c_0 .. c_nu_max), got {len(fit.coefficients)}")
+    if fit.coefficients is None and dataset.n_train < 2:
+        raise ConfigError(f"[fit]: choosing the coefficients by cross-validation needs at least "
+                          f"2 training structures, got {dataset.n_train}; give [fit] "
+                          "coefficients or more data")
+
+
+def _locked_pipeline(config: Config, dataset: Dataset, out: Path, *, kernels: bool,
+                     quiet: bool, timings: dict[str, float]) -> int:
+    from .cluster import open_cluster
+
     if not kernels:  # fail before starting workers, and never create a store here
         from .compute import prepare_store
 

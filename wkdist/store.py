@@ -67,6 +67,7 @@ __all__ = [
     "KernelStore",
     "TileWriter",
     "create_store",
+    "check_store",
     "open_store",
     "params_hash",
     "missing_tiles",
@@ -392,28 +393,10 @@ def create_store(path: Path | str, *, settings: KernelSettings, dataset: Any,
     differs. A new store is built in a temporary sibling directory and renamed into place, so a
     crash while creating it leaves no half-made store at ``path``.
     """
-    from . import __version__
-    from .targets import lambdas_of, target_kind
-
     path = Path(path)
-    fingerprint = dataset.fingerprint()
-    lambdas = lambdas_of(target_kind(dataset.y_train))
-    meta = {
-        "format": FORMAT,
-        "version": __version__,
-        "settings": settings.to_dict(),
-        "tile_size": tile_size,
-        "data": {"n_train": dataset.n_train, "n_test": dataset.n_test,
-                 "target": dataset.target, "unit": dataset.unit,
-                 "fingerprint": fingerprint, "source": source},
-        "lambdas": list(lambdas),
-        "params_hash": params_hash(settings, fingerprint, tile_size, lambdas),
-    }
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        _, old = _read_meta(path)
-        differences = _differences(_describe_meta(old), _describe_meta(meta))
-        if differences:
-            raise StoreError(f"{path}: made for other settings or data: " + "; ".join(differences))
+    meta = _store_meta(settings, dataset, tile_size, source)
+    lambdas = tuple(meta["lambdas"])
+    if check_store(path, meta=meta):
         return open_store(path, mode="r+")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -427,6 +410,44 @@ def create_store(path: Path | str, *, settings: KernelSettings, dataset: Any,
         shutil.rmtree(locals().get("temporary", path / ".none"), ignore_errors=True)
         raise StoreError(f"{path}: cannot create the store ({error.strerror or error})") from None
     return open_store(path, mode="r+")
+
+
+def check_store(path: Path | str, *, meta: Mapping[str, Any] | None = None,
+                settings: KernelSettings | None = None, dataset: Any = None,
+                tile_size: int | None = None) -> bool:
+    """Whether a store for these settings and data exists at ``path`` (False: none yet);
+    StoreError naming what differs when one was made for others. Creates nothing, so it runs
+    before any cluster starts."""
+    path = Path(path)
+    if meta is None:
+        meta = _store_meta(settings, dataset, tile_size, "")
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return False
+    _, old = _read_meta(path)
+    differences = _differences(_describe_meta(old), _describe_meta(meta))
+    if differences:
+        raise StoreError(f"{path}: made for other settings or data: " + "; ".join(differences))
+    return True
+
+
+def _store_meta(settings: KernelSettings, dataset: Any, tile_size: int,
+                source: str) -> dict[str, Any]:
+    from . import __version__
+    from .targets import lambdas_of, target_kind
+
+    fingerprint = dataset.fingerprint()
+    lambdas = lambdas_of(target_kind(dataset.y_train))
+    return {
+        "format": FORMAT,
+        "version": __version__,
+        "settings": settings.to_dict(),
+        "tile_size": tile_size,
+        "data": {"n_train": dataset.n_train, "n_test": dataset.n_test,
+                 "target": dataset.target, "unit": dataset.unit,
+                 "fingerprint": fingerprint, "source": source},
+        "lambdas": list(lambdas),
+        "params_hash": params_hash(settings, fingerprint, tile_size, lambdas),
+    }
 
 
 def _build(root: Path, meta: dict[str, Any], settings: KernelSettings, dataset: Any,
