@@ -285,3 +285,22 @@ def test_config_that_is_not_utf8(tmp_path):
         assert status == 2
         assert error_line(err) == (f"wkdist: error: {config}: not valid TOML (not UTF-8: byte "
                                    "0xe9 at line 17)")
+
+
+def test_lambda_max_far_too_large_is_warned_and_priced(tmp_path):
+    """lambda_max 20 on 20 molecules: the plan's cost grows with lambda_max instead of saying
+    "about 0 s", and reading the config warns with the factor."""
+    from wkdist.config import lambda_cost
+
+    config = make_case(tmp_path)
+    status, small, err = wkdist("plan", config)
+    assert status == 0 and "lambda_max" not in err, err
+    config.write_text(config.read_text().replace("lambda_max = 2", "lambda_max = 20"))
+    status, large, err = wkdist("plan", config)
+    assert status == 0, err
+    assert "[kernel] lambda_max = 20: each structure pair costs about 251,881 times" in err
+    assert "includes x2.52e+05 per pair for lambda_max 20" in large
+    seconds = [line for line in large.splitlines() if "of wall time" in line]
+    assert seconds and "about 0 s" not in seconds[0] and " h of wall time" in seconds[0]
+    assert lambda_cost(3) == 1.0 and lambda_cost(6) == pytest.approx(66, rel=0.01)
+    assert lambda_cost(9) / lambda_cost(6) == pytest.approx(12.4 / 0.63, rel=0.5)
