@@ -11,7 +11,7 @@ import zarr
 from ase import Atoms
 
 from wkdist import KernelSettings, structure_kernels
-from wkdist.errors import DataError, StoreError
+from wkdist.errors import StoreError
 from wkdist.model import FORMAT_VERSION, Part, baseline_values, load_model, save_model
 
 from store_helpers import ASE_SHAPE_WARNING, random_atoms
