@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import WkdistError
+from .interrupts import driver_interrupts
 
 __all__ = ["main", "command", "COMMANDS"]
 
@@ -176,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("wkdist: %(levelname)s: %(message)s"))
         logging.getLogger("wkdist").addHandler(handler)
     try:
-        return COMMANDS[args.command].run(args)
+        with driver_interrupts():
+            return COMMANDS[args.command].run(args)
     except (WkdistError, tomllib.TOMLDecodeError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
     except BrokenPipeError:  # `wkdist plan ... | head`: the reader left, nothing to report

@@ -38,7 +38,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +53,7 @@ from urllib.parse import urlparse
 
 from .config import ComputeConfig
 from .errors import ConfigError, SlurmError
+from .interrupts import deferred_interrupts
 
 __all__ = ["ClusterHandle", "open_cluster", "local_dashboard", "local_security", "slurm_options",
            "SlurmOptions",
@@ -142,22 +142,6 @@ def local_security() -> Any:
                           "package: pip install cryptography") from None
 
 
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Block SIGINT while the cluster's processes start. They inherit the blocked signal through
-    fork and exec, so a Ctrl-C in the terminal (sent to every process of the foreground group)
-    never reaches them, and no worker prints a traceback; the driver gets it, pending until
-    here, as one KeyboardInterrupt once the start is over, and closes the cluster."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def _dashboard_address(compute: ComputeConfig, port: int | None) -> str:
     if compute.dashboard_address is not None:
         return compute.dashboard_address
@@ -202,21 +186,24 @@ def open_cluster(compute: ComputeConfig, *, dashboard_port: int | None = 8787,
 
     if compute.cluster == "local":
         security = local_security()
-        cluster = None
+        cluster = client = None
         try:
-            with (dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}),
-                  _port_race_tolerated(), _sigint_deferred()):
+            with (deferred_interrupts(),  # a half-started cluster cannot be closed cleanly
+                  dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}),
+                  _port_race_tolerated()):
                 cluster = LocalCluster(
                     n_workers=compute.workers, threads_per_worker=1, processes=True,
                     host="127.0.0.1",
                     dashboard_address=_dashboard_address(compute, dashboard_port),
                     security=security, protocol="tls",
                 )
-            # a Ctrl-C pressed during the start arrives here, with the cluster to close
-            with Client(cluster, security=security) as client:
+                client = Client(cluster, security=security)
+            with client:
                 yield ClusterHandle(client, _dashboard_for_user(compute, cluster.dashboard_link),
                                     compute.threads_per_worker)
         finally:
+            if client is not None:
+                client.close()
             if cluster is not None:
                 cluster.close()
     else:
