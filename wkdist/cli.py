@@ -90,10 +90,11 @@ def _kernels(args: argparse.Namespace) -> int:
 
 
 def _status_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("store", help="kernel store directory")
+    parser.add_argument("store", help="kernel store directory (or a model directory: its "
+                                      "files are checked against their checksums)")
     parser.add_argument("--verify", action="store_true",
-                        help="check every done tile's checksums; damaged tiles are reported and "
-                             "unmarked so the next run recomputes them")
+                        help="check every done kernel and factor tile's checksums; damaged tiles "
+                             "are reported and unmarked so the next run recomputes them")
 
 
 @command("status", "tiles done per array; --verify checks them", _status_arguments)

@@ -34,7 +34,11 @@ Checkpoint protocol (per ``fin`` task): write the L chunk (zarr renames a tempor
 place), fsync it and its directories, then write the marker chunk and fsync it. A tile is done iff
 its marker names this factor and its chunk file exists; a resumed run drops done tiles from the
 graph and recomputes only the rest. Tiles are write-once with deterministic values, so recomputing
-one that was written but not marked is harmless and the result is bitwise identical.
+one that was written but not marked is harmless and the result is bitwise identical. Every read
+of a factor tile first checks its chunk against the crc its marker recorded
+(``wkdist.store.check_chunk``), and every read of a kernel chunk against its tile's marker; a
+damaged factor tile is unmarked by the driver and recomputed (``_repair``), a damaged kernel
+tile is the caller's to report.
 
 The per-tile functions (``mix_tile``, ``gemm_update``, ...) are plain numpy/BLAS; the ``_task_*``
 wrappers open the arrays; ``_factor_graph``/``_solve_graph``/``_predict_graph`` build the graphs.

@@ -36,6 +36,12 @@ marker decodes, names this store's parameters, and its chunk files exist; ``veri
 the checksums and decodes every done tile, and removes the markers of damaged ones so the next
 run recomputes them. Markers are a zarr array rather than JSON files because zarr warns about
 (and ``Group.members`` trips on) foreign files anywhere in the hierarchy.
+
+Checksums on read: every reader of a tile (``CheckedArray`` for kernel arrays, the tiled solve
+for factor tiles) calls ``check_chunk`` with the crc32 the tile's marker recorded, just before
+the chunk is decoded, and raises DamagedTileError naming the tile and its marker file. Readers
+never unmark: the driver catches the error and calls ``unmark``, so every marker file has one
+writer at a time and is never rewritten by a worker.
 """
 
 from __future__ import annotations
