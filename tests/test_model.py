@@ -11,7 +11,7 @@ import zarr
 from ase import Atoms
 
 from wkdist import KernelSettings, structure_kernels
-from wkdist.errors import DataError, StoreError
+from wkdist.errors import StoreError
 from wkdist.model import FORMAT_VERSION, Part, baseline_values, load_model, save_model
 
 from store_helpers import ASE_SHAPE_WARNING, random_atoms
@@ -91,7 +91,11 @@ def test_unseen_elements_and_baseline_values(saved):
     assert model.unseen_elements([mixed]) == ["N", "F"]  # by atomic number
     assert model.unseen_elements(random_atoms(3, seed=4)) == []
     lone = Atoms("Ne2", positions=[[0, 0, 0], [1.5, 0, 0]])
-    assert model.predict([lone])[0] == 0.0  # no kernel, no baseline weight
+    assert np.isnan(model.predict([lone])[0])  # refused by default: NaN
+    assert model.predict([lone], allow_unseen_elements=True)[0] == 0.0  # no kernel, no weight
+    both = model.predict([lone] + random_atoms(2, seed=4))
+    assert np.isnan(both[0]) and np.isfinite(both[1:]).all()
+    assert model.unseen_rows([random_atoms(1, seed=4)[0], mixed, lone]) == [1, 2]
     np.testing.assert_array_equal(
         baseline_values([mixed, Atoms("H2O", positions=[[0, 0, 0], [1, 0, 0], [0, 1, 0]])],
                         BASELINE), [-3.0, -5.0])
@@ -107,13 +111,21 @@ def edit_attrs(path, **changes):
 @pytest.mark.parametrize("damage, error, message", [
     ("absent", StoreError, "found no zarr.json"),
     ("empty_dir", StoreError, "found no zarr.json"),
-    ("garbage_json", StoreError, "cannot read"),
-    ("format_version", StoreError, "version 1 at .*, got 'wkdist-model' version 2"),
-    ("format", StoreError, "got 'kernel-store' version 1"),
-    ("no_alpha", StoreError, "lacks the arrays alpha"),
-    ("bad_settings", StoreError, "settings in .* are not valid"),
-    ("unknown_setting", StoreError, "settings in .* are not valid"),
-    ("coefficients", DataError, "inconsistent"),
+    ("garbage_json", StoreError, "cannot read .*zarr.json .*truncated or edited"),
+    ("truncated_json", StoreError, "cannot read .*zarr.json .*truncated or edited"),
+    ("format_version", StoreError, "version 2 at .*, got 'wkdist-model' version 3"),
+    ("format", StoreError, "got 'kernel-store' version 2"),
+    ("no_alpha", StoreError, "alpha/.* is missing"),
+    ("bad_settings", StoreError, "attributes .* do not match their checksum"),
+    ("unknown_setting", StoreError, "attributes .* do not match their checksum"),
+    ("coefficients", StoreError, "attributes .* do not match their checksum"),
+    ("baseline_element", StoreError, "attributes .* do not match their checksum"),
+    ("no_manifest", StoreError, "no checksum manifest"),
+    ("flipped_alpha", StoreError, "alpha/c/0 is damaged or edited"),
+    ("deleted_chunk", StoreError, "alpha/c/0 is missing"),
+    ("array_shape", StoreError, "alpha/zarr.json is damaged or edited"),
+    ("unknown_codec", StoreError, "train_positions/zarr.json is damaged or edited"),
+    ("extra_file", StoreError, "alpha/c/1 is not part of the model"),
 ])
 def test_load_model_refusals(saved, tmp_path, damage, error, message):
     path, _, _ = saved
@@ -126,7 +138,7 @@ def test_load_model_refusals(saved, tmp_path, damage, error, message):
     elif damage == "garbage_json":
         (path / "zarr.json").write_text("{not json")
     elif damage == "format_version":
-        edit_attrs(path, format_version=2)
+        edit_attrs(path, format_version=3)
     elif damage == "format":
         edit_attrs(path, format="kernel-store")
     elif damage == "no_alpha":
@@ -138,5 +150,31 @@ def test_load_model_refusals(saved, tmp_path, damage, error, message):
         edit_attrs(path, settings=dict(SETTINGS.to_dict(), colour="blue"))
     elif damage == "coefficients":
         edit_attrs(path, coefficients=[1.0, 2.0])
+    elif damage == "baseline_element":
+        edit_attrs(path, baseline={**BASELINE, "Xx": 1.0})
+    elif damage == "truncated_json":
+        text = (path / "zarr.json").read_bytes()
+        (path / "zarr.json").write_bytes(text[:len(text) // 2])
+    elif damage == "no_manifest":
+        meta = json.loads((path / "zarr.json").read_text())
+        del meta["attributes"]["manifest"]
+        (path / "zarr.json").write_text(json.dumps(meta))
+    elif damage == "flipped_alpha":
+        chunk = path / "alpha" / "c" / "0"
+        data = bytearray(chunk.read_bytes())
+        data[6] ^= 0x10  # an exponent byte of alpha[0]
+        chunk.write_bytes(bytes(data))
+    elif damage == "deleted_chunk":
+        (path / "alpha" / "c" / "0").unlink()
+    elif damage in ("array_shape", "unknown_codec"):
+        name = "alpha" if damage == "array_shape" else "train_positions"
+        meta = json.loads((path / name / "zarr.json").read_text())
+        if damage == "array_shape":
+            meta["shape"] = [meta["shape"][0] + 1]
+        else:
+            meta["codecs"].append({"name": "no-such-codec", "configuration": {}})
+        (path / name / "zarr.json").write_text(json.dumps(meta))
+    elif damage == "extra_file":
+        shutil.copyfile(path / "alpha" / "c" / "0", path / "alpha" / "c" / "1")
     with pytest.raises(error, match=message):
         load_model(target)

@@ -273,10 +273,12 @@ def test_predict_unseen_element_warns_and_is_zero(done, tmp_path):
     near = molecule.copy()
     near += Atoms("N", positions=[molecule.positions[0] + [1.2, 0.0, 0.0]])
     write_xyz(tmp_path / "new.xyz", [molecule, lone, nitrogen, near])
-    status, stdout, err = wkdist("predict", out / "model", tmp_path / "new.xyz")
+    status, stdout, err = wkdist("predict", out / "model", tmp_path / "new.xyz",
+                                 "--allow-unseen-elements")
     assert status == 0, err
     warning = [line for line in err.splitlines() if "never occur" in line]
     assert len(warning) == 1 and "N" in warning[0] and "wkdist: error" not in err
+    assert "structures 1, 2, 3 of" in warning[0]
     values = [float(line.split(",")[1]) for line in stdout.splitlines()[1:]]
     assert len(values) == 4 and np.isfinite(values).all()
     assert values[1] == pytest.approx(values[0], rel=1e-12, abs=1e-12)  # isolated N adds 0
@@ -285,9 +287,9 @@ def test_predict_unseen_element_warns_and_is_zero(done, tmp_path):
 
 @pytest.mark.parametrize("damage, message", [
     ("not_a_model", "expected a wkdist model directory"),
-    ("format_version", "expected format 'wkdist-model' version 1"),
-    ("format", "expected format 'wkdist-model' version 1"),
-    ("alpha_missing", "lacks the arrays alpha"),
+    ("format_version", "expected format 'wkdist-model' version 2"),
+    ("format", "expected format 'wkdist-model' version 2"),
+    ("alpha_missing", "alpha/c/0 is missing"),
 ])
 def test_predict_refuses_what_is_not_a_model(done, tmp_path, damage, message):
     case, out, _ = done
@@ -302,7 +304,7 @@ def test_predict_refuses_what_is_not_a_model(done, tmp_path, damage, message):
         else:
             meta = json.loads((model / "zarr.json").read_text())
             if damage == "format_version":
-                meta["attributes"]["format_version"] = 2
+                meta["attributes"]["format_version"] = 3
             else:
                 meta["attributes"]["format"] = "something-else"
             (model / "zarr.json").write_text(json.dumps(meta))
@@ -311,7 +313,7 @@ def test_predict_refuses_what_is_not_a_model(done, tmp_path, damage, message):
     line = error_line(err)
     assert message in line, line
     if damage == "format_version":
-        assert "version 2" in line
+        assert "version 3" in line
 
 
 def test_predict_bad_structures_file_is_one_line(done, tmp_path):

@@ -32,6 +32,17 @@ KERNEL = {"nu_max": 2, "lambda_max": 2}
 ARRAYS = ("K_train", "K_test", "y_train", "y_test", "train_index", "test_index")
 
 
+@pytest.fixture(autouse=True)
+def _jobs_write_into_tmp(tmp_path, monkeypatch):
+    """sbatch runs in the driver's directory, where a job without its own -o/-e writes
+    slurm-JOBID.out: run each test from its tmp directory, and check that the repository is
+    left clean."""
+    before = set(ROOT.glob("slurm-*.out"))
+    monkeypatch.chdir(tmp_path)
+    yield
+    assert set(ROOT.glob("slurm-*.out")) == before
+
+
 @pytest.fixture(scope="session")
 def slurm():
     """A SLURM with partition debug: reused when up, else started; skipped with the reason."""

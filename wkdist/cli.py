@@ -8,6 +8,7 @@ Every deliberate error (WkdistError), a malformed TOML file or an unusable path 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -15,8 +16,10 @@ import sys
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import WkdistError
+from .interrupts import driver_interrupts
 
 __all__ = ["main", "command", "kernel_options", "COMMANDS"]
 
@@ -78,15 +81,18 @@ def _kernels_arguments(parser: argparse.ArgumentParser) -> None:
          _kernels_arguments)
 def _kernels(args: argparse.Namespace) -> int:
     from .cluster import open_cluster
-    from .compute import compute_kernels
+    from .compute import compute_kernels, preflight
     from .config import load_config
     from .dataset import load_dataset
+    from .lock import hold
 
     config = load_config(args.config)
     dataset = load_dataset(config.data)  # before starting workers: bad data fails fast
     _say(f"data: {dataset.n_train} train, {dataset.n_test} test structures; "
          f"store {config.store.path}")
-    with open_cluster(config.compute) as cluster:
+    preflight(config, dataset)
+    with (hold(config.store.path, what="store", command="wkdist kernels"),
+          open_cluster(config.compute) as cluster):
         _say(*cluster.lines())  # dashboard, and on SLURM the ssh tunnel command
         summary = compute_kernels(
             config, client=cluster.client, numba_threads=cluster.numba_threads,
@@ -101,35 +107,68 @@ def _kernels(args: argparse.Namespace) -> int:
 
 
 def _status_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("store", help="kernel store directory")
+    parser.add_argument("store", help="kernel store directory (or a model directory: its "
+                                      "files are checked against their checksums)")
     parser.add_argument("--verify", action="store_true",
-                        help="check every done tile's checksums; damaged tiles are reported and "
-                             "unmarked so the next run recomputes them")
+                        help="check every done kernel and factor tile's checksums; damaged tiles "
+                             "are reported and unmarked so the next run recomputes them")
 
 
 @command("status", "tiles done per array; --verify checks them", _status_arguments)
 def _status(args: argparse.Namespace) -> int:
-    from .store import open_store, progress_counts, verify_tiles
+    from .lock import hold
+    from .model import FORMAT as MODEL_FORMAT
+    from .model import verify_model
+    from .store import open_store
 
+    if _is_model(args.store, MODEL_FORMAT):
+        attrs = verify_model(args.store)  # a damaged model: one line, exit 2
+        print(f"model {args.store}: target {attrs.get('target')!r}, "
+              f"{len(attrs['manifest']['files'])} files match their checksums")
+        return 0
     store = open_store(args.store, mode="r+" if args.verify else "r")
+    with (hold(store.path, what="store", command="wkdist status --verify") if args.verify
+          else contextlib.nullcontext()):
+        return _store_status(store, args.verify)
+
+
+def _store_status(store: Any, verify: bool) -> int:
+    from .solve import verify_factors
+    from .store import progress_counts, verify_tiles
+
     meta = store.meta
     print(f"store {store.path}: n_train {store.n_train}, n_test {store.n_test}, "
           f"tile_size {store.tile_size}, nu_max {meta['settings']['nu_max']}, "
           f"wkdist {meta['version']}")
-    damaged = verify_tiles(store, repair=True) if args.verify else []
+    damaged = verify_tiles(store, repair=True) if verify else []
+    factors = verify_factors(store.path, repair=True) if verify else []
     complete = True
     for name, (done, total) in progress_counts(store).items():
         complete &= done == total
         print(f"{name}: {done}/{total} tiles done")
-    if args.verify:
+    if verify:
         if damaged:
             print(f"damaged: {len(damaged)} tiles ({', '.join(map(str, damaged[:20]))}"
                   f"{', ...' if len(damaged) > 20 else ''}); unmarked, the next "
                   "`wkdist kernels` recomputes them")
+        if factors:
+            print(f"damaged: {len(factors)} factor tiles ({', '.join(factors[:20])}"
+                  f"{', ...' if len(factors) > 20 else ''}); unmarked, the next `wkdist fit` "
+                  "recomputes them")
+        if damaged or factors:
             return 1
-        print("verify: every done tile is intact")
+        print("verify: every done tile and factor tile is intact")
     print("complete" if complete else "incomplete: `wkdist kernels CONFIG.toml` computes the rest")
     return 0
+
+
+def _is_model(path: str, model_format: str) -> bool:
+    """Whether ``path`` looks like a model directory (its zarr.json names the model format)."""
+    try:
+        with open(os.path.join(path, "zarr.json"), "rb") as handle:
+            return model_format.encode() in handle.read()
+    except OSError:
+        return False
 
 
 # Commands defined in their own modules register themselves on import.
@@ -160,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("wkdist: %(levelname)s: %(message)s"))
         logging.getLogger("wkdist").addHandler(handler)
     try:
-        return COMMANDS[args.command].run(args)
+        with driver_interrupts():
+            return COMMANDS[args.command].run(args)
     except (WkdistError, tomllib.TOMLDecodeError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
     except BrokenPipeError:  # `wkdist plan ... | head`: the reader left, nothing to report

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import inspect
+import json
 import logging
 import os
 import re
@@ -52,10 +53,12 @@ from urllib.parse import urlparse
 
 from .config import ComputeConfig
 from .errors import ConfigError, SlurmError
+from .interrupts import deferred_interrupts
 
-__all__ = ["ClusterHandle", "open_cluster", "local_dashboard", "slurm_options", "SlurmOptions",
+__all__ = ["ClusterHandle", "open_cluster", "local_dashboard", "local_security", "slurm_options",
+           "SlurmOptions",
            "slurm_cluster", "parse_walltime", "lifetime_for", "check_job_script",
-           "tunnel_command", "close_local"]
+           "tunnel_command", "close_local", "remove_stale_tls"]
 
 log = logging.getLogger("wkdist")
 
@@ -71,6 +74,10 @@ WATCH_INTERVAL = 5.0
 # (a wrong `python`, a missing environment on the nodes, a node that cannot reach us).
 EARLY_DEATHS = 4
 DEFAULT_TLS_PARENT = "~/.wkdist/tls"
+TLS_OWNER = "owner.json"  # {host, pid} of the driver a TLS directory belongs to
+# A TLS directory without an owner record (an older wkdist) is stale after a week: longer than
+# any driver job lives.
+STALE_TLS_AGE_S = 7 * 24 * 3600
 MEMORY_PER_CPU_GB = 2
 # Seconds a local worker process gets to exit cleanly before its nanny kills it (the worker
 # normally needs 1-2 s; several times that on a loaded machine).
@@ -124,6 +131,20 @@ def _port_race_tolerated() -> Iterator[None]:
         yield
 
 
+def local_security() -> Any:
+    """Per-run mutual TLS for a local cluster: a throw-away CA, certificate and key held in
+    memory (``Security.temporary()``) and handed to the worker processes through their
+    multiprocessing pipes, never written to disk. Another user on the node can reach the
+    scheduler's port but cannot complete the handshake, so cannot run code as this user."""
+    try:
+        from distributed.security import Security
+
+        return Security.temporary()
+    except ImportError:
+        raise ConfigError("[compute] cluster: the local cluster's TLS needs the cryptography "
+                          "package: pip install cryptography") from None
+
+
 def _dashboard_address(compute: ComputeConfig, port: int | None) -> str:
     if compute.dashboard_address is not None:
         return compute.dashboard_address
@@ -167,18 +188,27 @@ def open_cluster(compute: ComputeConfig, *, dashboard_port: int | None = 8787,
     from distributed import Client, LocalCluster
 
     if compute.cluster == "local":
-        with (dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}),
-              _port_race_tolerated()):
-            cluster = LocalCluster(
-                n_workers=compute.workers, threads_per_worker=1, processes=True,
-                host="127.0.0.1", dashboard_address=_dashboard_address(compute, dashboard_port),
-            )
+        security = local_security()
+        cluster = client = None
         try:
-            with Client(cluster) as client:
+            with (deferred_interrupts(),  # a half-started cluster cannot be closed cleanly
+                  dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}),
+                  _port_race_tolerated()):
+                cluster = LocalCluster(
+                    n_workers=compute.workers, threads_per_worker=1, processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=_dashboard_address(compute, dashboard_port),
+                    security=security, protocol="tls",
+                )
+                client = Client(cluster, security=security)
+            with client:
                 yield ClusterHandle(client, _dashboard_for_user(compute, cluster.dashboard_link),
                                     compute.threads_per_worker)
         finally:
-            close_local(cluster)
+            if client is not None:
+                client.close()
+            if cluster is not None:
+                close_local(cluster)
     else:
         try:
             client = Client(compute.cluster, timeout="30s")
@@ -428,13 +458,51 @@ def check_job_script(script: str, directory: Path) -> str:
 
 
 def _private_directory(parent: str) -> Path:
+    """A fresh 0700 directory for this run's TLS files, with its owner (host, pid) recorded
+    so that a later start can remove it if this driver dies without cleaning up."""
     base = Path(os.path.expandvars(parent)).expanduser()
     try:
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix="wkdist-tls-", dir=base))  # mode 0700
+        remove_stale_tls(base)
+        directory = Path(tempfile.mkdtemp(prefix="wkdist-tls-", dir=base))  # mode 0700
+        (directory / TLS_OWNER).write_text(json.dumps({"host": socket.gethostname(),
+                                                       "pid": os.getpid()}))
+        return directory
     except OSError as error:
         raise ConfigError(f"[compute.slurm] shared_temp_directory: cannot make a private "
                           f"directory in {base} ({error.strerror or error})") from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_tls(base: Path) -> list[Path]:
+    """Remove the TLS directories under ``base`` of drivers that died without cleaning up
+    (killed, node lost): those whose recorded driver was on this host and is gone, and those
+    without an owner record older than STALE_TLS_AGE_S. Returns what was removed."""
+    removed = []
+    host = socket.gethostname()
+    for directory in base.glob("wkdist-tls-*"):
+        try:
+            owner = json.loads((directory / TLS_OWNER).read_text())
+            stale = owner.get("host") == host and not _alive(int(owner["pid"]))
+        except FileNotFoundError:
+            stale = time.time() - directory.stat().st_mtime > STALE_TLS_AGE_S
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if stale:
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory)
+    if removed:
+        log.info("removed %d TLS directories of drivers that are gone", len(removed))
+    return removed
 
 
 @contextlib.contextmanager

@@ -19,10 +19,11 @@ from .dataset import Dataset, load_dataset
 from .errors import StoreError
 from .graph import TileResult, build_graph
 from .progress import Progress, format_duration
-from .store import KernelStore, create_store, missing_tiles, remove_partials, verify_tiles
+from .store import (KernelStore, check_store, create_store, missing_tiles, remove_partials,
+                    verify_tiles)
 from .structures import check_frames, species_of
 
-__all__ = ["KernelSummary", "compute_kernels", "prepare_store"]
+__all__ = ["KernelSummary", "compute_kernels", "prepare_store", "preflight"]
 
 log = logging.getLogger("wkdist")
 
@@ -73,9 +74,20 @@ def prepare_store(config: Config, dataset: Dataset) -> KernelStore:
     source = "qm9" if config.data.source == "qm9" else str(config.data.path or
                                                             f"{config.data.train} {config.data.test}")
     return create_store(config.store.path, settings=config.kernel, dataset=dataset,
-                        tile_size=min(config.compute.tile_size, max(dataset.n_train,
-                                                                    dataset.n_test)),
-                        source=source)
+                        tile_size=_tile_size(config, dataset), source=source)
+
+
+def _tile_size(config: Config, dataset: Dataset) -> int:
+    return min(config.compute.tile_size, max(dataset.n_train, dataset.n_test))
+
+
+def preflight(config: Config, dataset: Dataset) -> None:
+    """The checks that need no cluster, run before one starts and before a store is created:
+    every structure (named by its file and position in it) and an existing store made for
+    other settings or data."""
+    dataset.check_structures()
+    check_store(config.store.path, settings=config.kernel, dataset=dataset,
+                tile_size=_tile_size(config, dataset))
 
 
 def compute_kernels(

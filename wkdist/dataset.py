@@ -40,6 +40,9 @@ class Dataset:
     test_index: np.ndarray
     target: str
     unit: str | None
+    # what names a structure to the user: the input file of each set ("QM9" for QM9), so a
+    # message can say "FILE frame K" with K its position in that file (train_index/test_index)
+    sources: tuple[str, str] = ("train", "test")
 
     @property
     def n_train(self) -> int:
@@ -53,11 +56,56 @@ class Dataset:
         """sha256 over positions, numbers, cells, targets and the split (the store checks it)."""
         return fingerprint(self)
 
+    def check_structures(self) -> None:
+        """Every structure usable (atoms, finite positions, cell, no two atoms closer than
+        MIN_DISTANCE), before any cluster or store exists; StructureError names the structure
+        by its input file and its 0-based position in it."""
+        from .errors import StructureError
+        from .structures import MIN_DISTANCE, check_frames
+
+        for frames, index, source in ((self.train_frames, self.train_index, self.sources[0]),
+                                      (self.test_frames, self.test_index, self.sources[1])):
+            for atoms, position in zip(frames, index):
+                where = (f"QM9 Index {int(position)}" if source == "QM9"
+                         else f"{source} frame {int(position)}")
+                try:
+                    check_frames([atoms], where)
+                except StructureError as error:
+                    raise StructureError(str(error).replace(f"{where}[0]", where, 1)) from None
+                pair = _closest_pair(atoms)
+                if pair is not None and pair[2] < MIN_DISTANCE:
+                    raise StructureError(
+                        f"{where}: expected atoms at least {MIN_DISTANCE} Å apart, got atoms "
+                        f"{pair[0]} and {pair[1]} (0-based) at {pair[2]:.3g} Å")
+
     def absent_test_elements(self) -> list[int]:
         """Atomic numbers in the test set that no training structure has (their kernel is 0)."""
         train = set(np.unique(np.concatenate([a.numbers for a in self.train_frames])).tolist())
         test = set(np.unique(np.concatenate([a.numbers for a in self.test_frames])).tolist())
         return sorted(test - train)
+
+
+def _closest_pair(atoms: Atoms) -> tuple[int, int, float] | None:
+    """(i, j, distance) of the two closest atoms, periodic images included; None for one
+    atom alone."""
+    if atoms.get_pbc().any():
+        from ase.neighborlist import neighbor_list
+
+        from .structures import MIN_DISTANCE
+
+        i, j, d = neighbor_list("ijd", atoms, 2 * MIN_DISTANCE)
+        if not len(d):
+            return None
+        k = int(np.argmin(d))
+        return int(i[k]), int(j[k]), float(d[k])
+    if len(atoms) < 2:
+        return None
+    positions = atoms.get_positions()
+    diff = positions[:, None, :] - positions[None, :, :]
+    distance = np.sqrt(np.einsum("ijx,ijx->ij", diff, diff))
+    distance[np.diag_indices_from(distance)] = np.inf
+    i, j = np.unravel_index(int(np.argmin(distance)), distance.shape)
+    return int(min(i, j)), int(max(i, j)), float(distance[i, j])
 
 
 def fingerprint(data: Dataset) -> str:
@@ -165,6 +213,7 @@ def load_dataset(config: DataConfig) -> Dataset:
             index = np.array([a.info["qm9_index"] for a in frames], dtype=np.int64)
             parts.append((frames, y, index))
         unit = config.unit or ("eV" if config.target == "U0" else None)
+        sources = ("QM9", "QM9")
     elif config.path is not None:
         frames = read_frames(config.path)
         y = read_targets(frames, config.target, name=str(config.path))
@@ -176,6 +225,7 @@ def load_dataset(config: DataConfig) -> Dataset:
         parts = [([frames[i] for i in rows], y[rows], rows.astype(np.int64))
                  for rows in (order[:config.n_train], order[config.n_train:total])]
         unit = config.unit
+        sources = (str(config.path), str(config.path))
     else:
         parts = []
         for file, n_wanted, what in ((config.train, config.n_train, "n_train"),
@@ -185,6 +235,7 @@ def load_dataset(config: DataConfig) -> Dataset:
             rows = _choose(len(frames), n_wanted, rng, f"{what} ({file})")
             parts.append(([frames[i] for i in rows], y[rows], rows.astype(np.int64)))
         unit = config.unit
+        sources = (str(config.train), str(config.test))
     (train_frames, y_train, train_index), (test_frames, y_test, test_index) = parts
     if y_train.shape[1:] != y_test.shape[1:]:
         raise DataError(f"target {config.target!r}: train and test have different shapes "
@@ -192,5 +243,5 @@ def load_dataset(config: DataConfig) -> Dataset:
     return Dataset(
         train_frames=list(train_frames), test_frames=list(test_frames),
         y_train=y_train, y_test=y_test, train_index=train_index, test_index=test_index,
-        target=config.target, unit=unit,
+        target=config.target, unit=unit, sources=sources,
     )

@@ -17,6 +17,8 @@ __all__ = [
     "DataError",
     "StoreError",
     "MissingTilesError",
+    "DamagedTileError",
+    "LockedError",
     "NotPositiveDefiniteError",
 ]
 
@@ -54,6 +56,29 @@ class MissingTilesError(StoreError, KeyError):
     """Kernel tiles a step needs are not in the store."""
 
     def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DamagedTileError(StoreError):
+    """A stored tile's bytes do not match the checksum its completion marker recorded.
+
+    Raised where the tile is read (often in a worker); ``marker`` is the marker file the driver
+    deletes so the next run recomputes the tile (workers never unmark: one writer per file).
+    """
+
+    def __init__(self, message: str, marker: str = "", kind: str = "kernel") -> None:
+        super().__init__(message, marker, kind)
+        self.marker = marker
+        self.kind = kind  # "kernel" or "factor"
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class LockedError(WkdistError, OSError):
+    """Another live process holds the lock of a store or an output directory."""
+
+    def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 

@@ -1,13 +1,17 @@
 """A fitted model on disk: ``DIR/model/``, zarr arrays plus JSON attributes, never a pickle.
 
-Layout (format 1): a zarr 3 group with
+Layout (format 2): a zarr 3 group with
 - ``alpha`` (n_train,) or (n_train, k): the KRR weights;
 - ``train_numbers`` (n_atoms,), ``train_positions`` (n_atoms, 3), ``train_atom_ptr``
   (n_train + 1,), ``train_cells`` (n_train, 3, 3), ``train_pbc`` (n_train, 3): the training
   structures, enough to compute kernels of new structures against them;
 - attributes ``format`` = "wkdist-model", ``format_version``, ``wkdist_version``, ``settings``
   (KernelSettings fields), ``coefficients`` [c_0 .. c_nu_max], ``regularization``,
-  ``baseline`` ({element symbol: weight} or null), ``target``, ``unit``.
+  ``baseline`` ({element symbol: weight} or null), ``target``, ``unit``;
+- integrity: every array has a Crc32c codec, and the attribute ``manifest`` holds
+  {``files``: {path: [size, crc32]} of every array file (metadata and chunks),
+  ``attributes``: sha256 of the other attributes}; ``load_model`` refuses a model whose files
+  or attributes do not match it (damaged, truncated, hand-edited, chunk deleted).
 The model is exactly y_hat(x) = b(x) + sum_j K_mix(x, x_j) alpha_j (README, "Outputs").
 
 Vector and tensor targets (``wkdist.targets``) have one such model per irreducible part lambda:
@@ -20,9 +24,13 @@ the parts are put together into Cartesian form by ``wkdist.targets.from_spherica
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
 import shutil
 import uuid
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,17 +40,18 @@ import numpy as np
 import zarr
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
+from zarr.codecs import Crc32cCodec
 
 from .engine import kernel_block
 from .errors import DataError, SettingsError, StoreError
 from .settings import KernelSettings
 from .structures import check_frames, pack_structures, species_of
 
-__all__ = ["Model", "Part", "save_model", "load_model", "baseline_values", "FORMAT",
-           "FORMAT_VERSION"]
+__all__ = ["Model", "Part", "save_model", "load_model", "verify_model", "baseline_values",
+           "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "wkdist-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checksummed (Crc32c codec, manifest); 1 had no checksums
 _ARRAYS = ("train_numbers", "train_positions", "train_atom_ptr", "train_cells", "train_pbc")
 
 
@@ -108,6 +117,11 @@ class Model:
         new = set(species_of(frames).tolist()) - seen
         return [chemical_symbols[z] for z in sorted(new)]
 
+    def unseen_rows(self, frames: Sequence[Atoms]) -> list[int]:
+        """Positions of the structures in ``frames`` with an element no training structure has."""
+        seen = set(species_of(self.train_frames).tolist())
+        return [k for k, atoms in enumerate(frames) if not set(atoms.numbers.tolist()) <= seen]
+
     def kernel_rows(self, frames: Sequence[Atoms], *, client: Any = None,
                     tile_size: int = 256, lam: int = 0) -> np.ndarray:
         """K^nu(frames, train) as (nu_max + 1, n d, n_train d), d = 2 lam + 1, tiled over the
@@ -137,8 +151,15 @@ class Model:
         n, n_train, depth, d, _ = block.shape
         return block.transpose(2, 0, 3, 1, 4).reshape(depth, n * d, n_train * d)
 
-    def predict(self, frames: Sequence[Atoms], *, client: Any = None) -> np.ndarray:
-        """Predictions in the stored Cartesian form: (n,), (n, 3) or (n, 6) (wkdist.targets)."""
+    def predict(self, frames: Sequence[Atoms], *, client: Any = None,
+                allow_unseen_elements: bool = False) -> np.ndarray:
+        """Predictions in the stored Cartesian form: (n,), (n, 3) or (n, 6) (wkdist.targets).
+
+        A structure with an element the training set never had gets NaN (its kernel with every
+        training structure misses that element and the baseline has no weight for it: the
+        number would be off by about that element's energy), unless ``allow_unseen_elements``,
+        which gives such elements a zero kernel and a zero baseline weight.
+        """
         from .targets import from_spherical
 
         values = {}
@@ -149,7 +170,10 @@ class Model:
                 values[0] = baseline_values(frames, part.baseline) + mixed
             else:
                 values[part.lam] = mixed.reshape(len(frames), 2 * part.lam + 1)
-        return from_spherical(values, self.kind)
+        prediction = np.array(from_spherical(values, self.kind), dtype=np.float64)
+        if not allow_unseen_elements:
+            prediction[self.unseen_rows(frames)] = np.nan
+        return prediction
 
 
 def _flatten(frames: Sequence[Atoms]) -> dict[str, np.ndarray]:
@@ -177,7 +201,8 @@ def save_model(directory: Path | str, *, parts: Sequence[Part], kind: str = "sca
     group = zarr.open_group(staging, mode="w")
     arrays = {_alpha_name(p.lam): np.asarray(p.alpha, dtype=np.float64) for p in parts}
     for name, values in {**arrays, **_flatten(train_frames)}.items():
-        group.create_array(name, data=values)
+        group.create_array(name, data=values, compressors=[Crc32cCodec()],
+                           config={"write_empty_chunks": True})  # all-zero cells too
     attrs: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -190,6 +215,7 @@ def save_model(directory: Path | str, *, parts: Sequence[Part], kind: str = "sca
         attrs.update({k: v for k, v in _part_attrs(parts[0]).items() if k != "lambda"})
     else:
         attrs.update({"kind": kind, "parts": [_part_attrs(p) for p in parts]})
+    attrs["manifest"] = {"files": _file_checksums(staging), "attributes": _attrs_digest(attrs)}
     group.attrs.update(attrs)
     if directory.exists():
         shutil.rmtree(directory)
@@ -197,22 +223,106 @@ def save_model(directory: Path | str, *, parts: Sequence[Part], kind: str = "sca
     return directory
 
 
-def load_model(directory: Path | str) -> Model:
-    """Read a model written by ``save_model``; a clear StoreError for anything else."""
-    directory = Path(directory)
+def _file_checksums(directory: Path) -> dict[str, list[int]]:
+    """{path relative to the model: [size, crc32]} of every file below its arrays."""
+    out = {}
+    for file in sorted(directory.rglob("*")):
+        if file.is_file() and file.parent != directory:
+            data = file.read_bytes()
+            out[file.relative_to(directory).as_posix()] = [len(data), zlib.crc32(data)]
+    return out
+
+
+def _attrs_digest(attrs: dict[str, Any]) -> str:
+    content = {k: v for k, v in attrs.items() if k != "manifest"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _read_attrs(directory: Path) -> dict[str, Any]:
+    """The root attributes, read as JSON here so a truncated or edited file is one message."""
     if not (directory / "zarr.json").is_file():
         raise StoreError(f"model: expected a wkdist model directory at {directory}, "
                          "found no zarr.json (was `wkdist run --out` finished?)")
     try:
-        group = zarr.open_group(directory, mode="r")
-        attrs = dict(group.attrs)
-    except Exception as error:  # any unreadable metadata is the same problem for the user
-        raise StoreError(f"model: cannot read {directory}: {error}") from None
+        meta = json.loads((directory / "zarr.json").read_bytes())
+        attrs = meta["attributes"]
+        if meta.get("node_type") != "group" or not isinstance(attrs, dict):
+            raise TypeError("not a zarr group's attributes")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise StoreError(f"model: cannot read {directory / 'zarr.json'} ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'unreadable'}; "
+                         "truncated or edited?)") from None
     if attrs.get("format") != FORMAT or attrs.get("format_version") != FORMAT_VERSION:
+        older = attrs.get("format") == FORMAT and attrs.get("format_version") == 1
         raise StoreError(
             f"model: expected format {FORMAT!r} version {FORMAT_VERSION} at {directory}, got "
             f"{attrs.get('format')!r} version {attrs.get('format_version')!r}"
-        )
+            + ("; it has no checksums: fit it again with this wkdist" if older else ""))
+    return attrs
+
+
+def verify_model(directory: Path | str) -> dict[str, Any]:
+    """Check a model directory against its manifest; return its attributes.
+
+    Raises StoreError naming the first file that is missing, of another size or checksum, or
+    not in the manifest, or attributes that were edited after the model was written.
+    """
+    directory = Path(directory)
+    attrs = _read_attrs(directory)
+    manifest = attrs.get("manifest")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files:
+        raise StoreError(f"model: {directory} has no checksum manifest (attribute 'manifest')")
+    if manifest.get("attributes") != _attrs_digest(attrs):
+        raise StoreError(f"model: the attributes in {directory / 'zarr.json'} do not match "
+                         "their checksum (edited after the model was written)")
+    try:
+        found = _file_checksums(directory)
+    except OSError as error:
+        raise StoreError(f"model: cannot read {error.filename} ({error.strerror})") from None
+    for name, expected in files.items():
+        if name not in found:
+            raise StoreError(f"model: {directory / name} is missing (deleted?)")
+        if found[name] != expected:
+            size, crc = found[name]
+            raise StoreError(f"model: {directory / name} is damaged or edited (size {size}, "
+                             f"checksum {crc:08x}; the manifest says {expected})")
+    extra = sorted(set(found) - set(files))
+    if extra:
+        raise StoreError(f"model: {directory / extra[0]} is not part of the model as written")
+    return attrs
+
+
+def _baseline(value: Any, directory: Path) -> dict[str, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and k in atomic_numbers and not isinstance(v, bool)
+            and isinstance(v, (int, float)) and math.isfinite(v) for k, v in value.items()):
+        raise StoreError(f"model: baseline in {directory} is not {{element symbol: finite "
+                         f"number}}: {value!r}")
+    return {k: float(v) for k, v in value.items()}
+
+
+def load_model(directory: Path | str) -> Model:
+    """Read a model written by ``save_model``, checked against its manifest; a clear
+    StoreError for anything else."""
+    directory = Path(directory)
+    attrs = verify_model(directory)
+    try:
+        return _load(directory, attrs)
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        if isinstance(error, (StoreError, DataError)):
+            raise
+        raise StoreError(f"model: {directory} is inconsistent ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''})") from None
+
+
+def _load(directory: Path, attrs: dict[str, Any]) -> Model:
+    try:
+        group = zarr.open_group(zarr.storage.LocalStore(directory, read_only=True), mode="r")
+    except Exception as error:  # any unreadable metadata is the same problem for the user
+        raise StoreError(f"model: cannot read {directory}: {error}") from None
     kind = attrs.get("kind", "scalar")
     described = attrs.get("parts") if kind != "scalar" else [{"lambda": 0, **attrs}]
     if kind not in ("scalar", "vector", "tensor") or not isinstance(described, list):
@@ -225,7 +335,12 @@ def load_model(directory: Path | str) -> Model:
         settings = KernelSettings(**attrs["settings"])
     except (TypeError, SettingsError) as error:
         raise StoreError(f"model: settings in {directory} are not valid: {error}") from None
-    values = {name: group[name][...] for name in names}
+    try:
+        with zarr.config.set({"array.read_missing_chunks": False}):
+            values = {name: group[name][...] for name in names}
+    except Exception as error:  # a codec or shape the manifest vouches for but zarr refuses
+        raise StoreError(f"model: cannot read the arrays of {directory} "
+                         f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
     ptr = values["train_atom_ptr"]
     frames = [
         Atoms(numbers=values["train_numbers"][ptr[k]:ptr[k + 1]],
@@ -243,7 +358,7 @@ def load_model(directory: Path | str) -> Model:
             raise DataError(f"model: {directory} is inconsistent (coefficients or weights)")
         parts.append(Part(lam=lam, alpha=alpha, coefficients=coefficients,
                           regularization=float(described_part["regularization"]),
-                          baseline=described_part.get("baseline")))
+                          baseline=_baseline(described_part.get("baseline"), directory)))
     return Model(parts=tuple(parts), kind=kind, train_frames=frames, settings=settings,
                  target=attrs.get("target", ""), unit=attrs.get("unit"))
 

@@ -11,10 +11,12 @@ report.png and model/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,13 @@ def _check_complete(store: Any, config: Config) -> None:
         )
 
 
+def _checked(group: zarr.Group, name: str) -> Any:
+    """Kernel array ``name`` whose reads check each chunk against its tile's marker."""
+    from .store import checked_array
+
+    return checked_array(group.store.root, name)
+
+
 def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
             lam: int = 0) -> dict[str, Any]:
     """(c0, a, b) of part ``lam`` by CV on the first max_search training structures (a random
@@ -72,7 +81,7 @@ def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
         return {"coefficients": list(fit.coefficients), "search": None}
     d = 2 * lam + 1
     m = min(len(y) // d, fit.max_search)
-    kernels = group[kernel_array("train", lam)][:, :m * d, :m * d]
+    kernels = _checked(group, kernel_array("train", lam))[:, :m * d, :m * d]
     result = fit_mixing(kernels, y[:m * d], folds=min(fit.folds, m), seed=fit.seed,
                         regularization=fit.regularization, mode=fit.mode, block=d,
                         mixing=fit.mixing)
@@ -148,18 +157,34 @@ def _learning_curve(group: zarr.Group, y_parts: dict[int, np.ndarray], b_test: n
         parts = {}
         for lam, y in y_parts.items():
             d = 2 * lam + 1
-            kernels = group[kernel_array("train", lam)][:, :n * d, :n * d]
+            kernels = _checked(group, kernel_array("train", lam))[:, :n * d, :n * d]
             result = fit_mixing(kernels, y[:n * d], folds=min(fit.folds, n), seed=fit.seed,
                                 regularization=fit.regularization, mode=fit.mode, block=d,
                                 mixing=fit.mixing)
             alpha = solve_dense(kernels, y[:n * d], coefficients=result.coefficients,
                                 regularization=fit.regularization)
-            values = predict_dense(group[kernel_array("test", lam)][:, :, :n * d], alpha,
-                                   coefficients=result.coefficients)
+            test = _checked(group, kernel_array("test", lam))[:, :, :n * d]
+            values = predict_dense(test, alpha, coefficients=result.coefficients)
             parts[lam] = b_test + values if lam == 0 else values.reshape(-1, d)
         prediction = from_spherical(parts, kind)
         points.append({"n_train": n, **target_errors(y_test, prediction, kind)})
     return points
+
+
+@contextlib.contextmanager
+def _repair_hint(config: Config) -> Iterator[None]:
+    """A kernel tile found damaged where it is read: unmark it (here, in the driver) and stop
+    with one line naming it and the command that recomputes it."""
+    from .errors import DamagedTileError, StoreError
+    from .store import unmark
+
+    try:
+        yield
+    except DamagedTileError as error:
+        unmark(error.marker)
+        where = config.source or "CONFIG.toml"
+        raise StoreError(f"{error}; the tile is unmarked: `wkdist kernels {where} --verify` "
+                         "recomputes it and checks every other tile") from None
 
 
 def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
@@ -202,7 +227,7 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
     parts, described, predicted, factors, messages = [], [], {}, [], []
     for key in ("search_s", "solve_s", "predict_s"):
         timings[key] = 0.0
-    with strict_reads():
+    with strict_reads(), _repair_hint(config):
         for lam in lambdas_of(kind):
             mark = time.perf_counter()
             chosen = _search(group, y_parts[lam], fit, nu_max, lam)
@@ -323,14 +348,44 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _pipeline(config: Config, out: Path, *, kernels: bool, quiet: bool = False,
               verify: bool = False, progress_interval: float = 10.0) -> int:
-    from .cluster import open_cluster
+    from .compute import preflight
     from .dataset import load_dataset
+    from .lock import hold
 
     begin = time.perf_counter()
     dataset = load_dataset(config.data)
     _say(f"data: {dataset.n_train} train, {dataset.n_test} test structures; "
          f"store {config.store.path}")
     timings: dict[str, float] = {"data_s": time.perf_counter() - begin}
+    _check_fit(config, dataset)
+    preflight(config, dataset)  # structures, an existing store: before any cluster or store
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(hold(config.store.path, what="store",
+                                 command=f"wkdist {'run' if kernels else 'fit'}"))
+        locks.enter_context(hold(out, what="output directory",
+                                 command=f"wkdist {'run' if kernels else 'fit'}"))
+        return _locked_pipeline(config, dataset, out, kernels=kernels, quiet=quiet,
+                                verify=verify, progress_interval=progress_interval,
+                                timings=timings)
+
+
+def _check_fit(config: Config, dataset: Dataset) -> None:
+    """[fit] against the data and kernel settings, before any kernel is computed."""
+    fit: FitConfig = config.sections["fit"]
+    if fit.coefficients is not None and len(fit.coefficients) != config.kernel.nu_max + 1:
+        raise ConfigError(f"[fit] coefficients: expected {config.kernel.nu_max + 1} numbers "
+                          f"(c_0 .. c_nu_max), got {len(fit.coefficients)}")
+    if fit.coefficients is None and dataset.n_train < 2:
+        raise ConfigError(f"[fit]: choosing the coefficients by cross-validation needs at least "
+                          f"2 training structures, got {dataset.n_train}; give [fit] "
+                          "coefficients or more data")
+
+
+def _locked_pipeline(config: Config, dataset: Dataset, out: Path, *, kernels: bool,
+                     quiet: bool, verify: bool, progress_interval: float,
+                     timings: dict[str, float]) -> int:
+    from .cluster import open_cluster
+
     if not kernels:  # fail before starting workers, and never create a store here
         from .compute import prepare_store
 
@@ -375,6 +430,9 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster", default=None,
                         help='"local" or "tcp://host:port" (default: this process)')
     parser.add_argument("--workers", type=int, default=2, help="local worker processes")
+    parser.add_argument("--allow-unseen-elements", action="store_true",
+                        help="predict structures with elements the training set never had "
+                             "(zero kernel and zero baseline for them) instead of NaN")
 
 
 @command("predict", "predict new structures with a fitted model", _predict_arguments)
@@ -392,8 +450,17 @@ def _predict(args: argparse.Namespace) -> int:
     check_frames(frames, str(args.structures))
     unseen = model.unseen_elements(frames)
     if unseen:
-        log.warning("elements %s never occur in the training set: their kernel contributions "
-                    "are zero", ", ".join(unseen))
+        rows = model.unseen_rows(frames)
+        shown = ", ".join(map(str, rows[:20])) + (", ..." if len(rows) > 20 else "")
+        if args.allow_unseen_elements:
+            log.warning("elements %s never occur in the training set: structures %s of %s "
+                        "are predicted with a zero kernel and zero baseline for them",
+                        ", ".join(unseen), shown, args.structures)
+        else:
+            log.warning("elements %s never occur in the training set: structures %s of %s "
+                        "(0-based) are written as NaN; --allow-unseen-elements predicts them "
+                        "with a zero kernel and zero baseline for those elements",
+                        ", ".join(unseen), shown, args.structures)
     try:
         target = read_targets(frames, model.target, name=args.structures)
     except DataError:
@@ -406,7 +473,8 @@ def _predict(args: argparse.Namespace) -> int:
                               f"got {args.cluster!r}")
         context = open_cluster(ComputeConfig(cluster=args.cluster, workers=args.workers))
     with context as cluster:
-        prediction = model.predict(frames, client=None if cluster is None else cluster.client)
+        prediction = model.predict(frames, client=None if cluster is None else cluster.client,
+                                   allow_unseen_elements=args.allow_unseen_elements)
     out = Path(args.out) if args.out else None
     text = write_predictions(out, np.arange(len(frames)), prediction, target)
     if out is None:

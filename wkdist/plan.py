@@ -8,8 +8,9 @@ The projected cost uses one measured throughput constant, ``PAIRS_PER_CORE_SECON
 QM9 structure pairs per core-second, measured by ``benchmarks/tile_scaling.py`` at nu_max = 4,
 lambda_max = 3 (one numba thread per worker process, Dask + zarr + fsync included). Other
 data (bigger structures, periodic cells) and settings (higher nu_max or lambda_max) cost more
-per pair; scale the figure with a short measured run (`wkdist kernels` prints the pairs/s it
-reached).
+per pair; the cost is scaled for lambda_max by ``wkdist.config.lambda_cost`` (the engine's
+measured growth), other settings not: scale the figure with a short measured run
+(`wkdist kernels` prints the pairs/s it reached).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
 @command("plan", "what a run would compute, store and cost; SLURM: the worker job script "
                  "(nothing is computed or submitted)", _plan_arguments)
 def _plan(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from .config import LAMBDA_COST_POWER, lambda_cost, load_config
 
     config = load_config(args.config)
     data, compute = config.data, config.compute
@@ -135,12 +136,17 @@ def _plan(args: argparse.Namespace) -> int:
         f"(float64, nu_max + 1 = {config.kernel.nu_max + 1} channels) at {config.store.path}")
     _store_state(config)
     pairs = p["pairs"]
-    core_s = p["pair_cost"] / PAIRS_PER_CORE_SECOND
+    scale = lambda_cost(config.kernel.lambda_max)
+    core_s = p["pair_cost"] * scale / PAIRS_PER_CORE_SECOND
     cores = _cores(compute)
     say(f"cost: {pairs:,} structure pairs = {core_s / 3600:,.2f} core-hours at "
         f"{PAIRS_PER_CORE_SECOND:.0f} pairs per core-second (QM9, nu_max 4, lambda_max 3, "
         "benchmarks/tile_scaling.py; lambda >= 1 pairs weighted by their measured extra cost; "
         "other data and settings differ)")
+    if config.kernel.lambda_max != 3:
+        say(f"cost: includes x{scale:,.3g} per pair for lambda_max {config.kernel.lambda_max} "
+            f"(about ((lambda_max + 1) / 4)^{LAMBDA_COST_POWER:g}, measured at lambda_max 3, "
+            "6 and 9)")
     say(f"cost: about {_hours(core_s / cores)} of wall time on {cores} cores "
         f"({_workers(compute)} x threads_per_worker {compute.threads_per_worker}), not "
         "counting queue waits")

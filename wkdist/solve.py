@@ -34,7 +34,11 @@ Checkpoint protocol (per ``fin`` task): write the L chunk (zarr renames a tempor
 place), fsync it and its directories, then write the marker chunk and fsync it. A tile is done iff
 its marker names this factor and its chunk file exists; a resumed run drops done tiles from the
 graph and recomputes only the rest. Tiles are write-once with deterministic values, so recomputing
-one that was written but not marked is harmless and the result is bitwise identical.
+one that was written but not marked is harmless and the result is bitwise identical. Every read
+of a factor tile first checks its chunk against the crc its marker recorded
+(``wkdist.store.check_chunk``), and every read of a kernel chunk against its tile's marker; a
+damaged factor tile is unmarked by the driver and recomputed (``_repair``), a damaged kernel
+tile is the caller's to report.
 
 The per-tile functions (``mix_tile``, ``gemm_update``, ...) are plain numpy/BLAS; the ``_task_*``
 wrappers open the arrays; ``_factor_graph``/``_solve_graph``/``_predict_graph`` build the graphs.
@@ -45,8 +49,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
+import shutil
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,7 +67,8 @@ from threadpoolctl import threadpool_limits
 from zarr.codecs import Crc32cCodec
 
 from .durable import DurableTree, fsync_path
-from .errors import NotPositiveDefiniteError, StoreError
+from .errors import DamagedTileError, NotPositiveDefiniteError, StoreError
+from .store import check_chunk, checked_array, unmark
 
 __all__ = [
     "CholeskyFactor",
@@ -70,6 +77,7 @@ __all__ = [
     "fit_weights",
     "predict",
     "factor_progress",
+    "verify_factors",
     "default_tile_size",
     "mix_dense",
     "solve_dense",
@@ -77,9 +85,14 @@ __all__ = [
     "mix_tile",
 ]
 
+log = logging.getLogger("wkdist")
+
 FORMAT = 1
 SOLVE_GROUP = "solve"
 _TARGET_TILE = 1024  # factor tile side aimed at: a tile gemm is ~2 GFLOP (~40 ms on one core)
+# Damaged factor tiles a fit recomputes by itself before it gives up (each is found at its read,
+# unmarked by the driver and recomputed with the tiles that depend on nothing else).
+_REPAIRS = 3
 
 
 # =========================================================================== per-tile kernels
@@ -199,13 +212,29 @@ def _durable(spec: _Spec, file: Path) -> None:
 
 
 def _read_l(spec: _Spec, i: int, j: int) -> np.ndarray:
+    """Factor tile (i, j), its chunk checked against the crc its marker recorded."""
     (r0, r1), (c0, c1) = spec.bounds(i), spec.bounds(j)
+    _read_l_checked(spec, i, j)
     return _open(spec.root, spec.base + "/L", False)[r0:r1, c0:c1]
+
+
+def _read_l_checked(spec: _Spec, i: int, j: int) -> None:
+    """Raise DamagedTileError unless factor tile (i, j) matches its marker."""
+    expected = None
+    try:
+        tag, crc = (int(v) for v in _open(spec.root, spec.base + "/done", False)[i, j])
+        if tag == spec.tag:
+            expected = crc
+    except Exception:  # absent or damaged marker: check_chunk reports the tile as unmarked
+        pass
+    check_chunk(_chunk_file(spec, "L", (i, j)), expected, kind="factor",
+                what=f"store {spec.root}: factor tile {spec.base}/L ({i}, {j})",
+                marker=_chunk_file(spec, "done", (i, j, 0)))
 
 
 def _start(spec: _Spec, i: int, j: int) -> np.ndarray:
     """The mixed tile, with the regularization on the diagonal of a diagonal tile."""
-    acc = mix_tile(_open(spec.root, spec.kernel, False), spec.coefficients,
+    acc = mix_tile(checked_array(spec.root, spec.kernel), spec.coefficients,
                    spec.bounds(i), spec.bounds(j))
     if i == j:
         acc[np.diag_indices_from(acc)] += spec.regularization
@@ -279,11 +308,12 @@ class CholeskyFactor:
     regularization: float
     computed: int        # factor tiles computed by this call
     reused: int          # factor tiles found done in the store
+    tag: int = 0         # hash64 of the factor, as its markers record it
 
     @property
     def spec(self) -> _Spec:
         return _Spec(self.root, "", self.path, self.coefficients, self.regularization,
-                     self.tile_size, self.n, 0)
+                     self.tile_size, self.n, self.tag)
 
 
 def _locate(group: Any) -> tuple[str, str]:
@@ -380,6 +410,7 @@ def _prepare(group: Any, coefficients: Any, regularization: float, tile_size: in
     attrs = {"format": FORMAT, "coefficients": list(coefficients),
              "regularization": regularization, "tile_size": tile, "n": n,
              "kernel": kernel_path, "fingerprint": fingerprint}
+    _discard_unreadable(Path(root, _join(gpath, SOLVE_GROUP)), Path(root, base))
     writable = zarr.open_group(zarr.storage.LocalStore(root), mode="r+")
     solve_group = writable.require_group(_join(gpath, SOLVE_GROUP))
     name = digest[:20]
@@ -405,6 +436,27 @@ def _prepare(group: Any, coefficients: Any, regularization: float, tile_size: in
             fsync_path(directory / "zarr.json")
     fsync_path(Path(root, base), directory=True)
     return spec, digest, fgroup
+
+
+def _discard_unreadable(solve_dir: Path, factor_dir: Path) -> None:
+    """A factor is derived data: when its metadata is truncated or edited, delete it (here, in
+    the driver, before any task runs) so it is computed again instead of failing every fit."""
+    for directory, files in ((solve_dir, ["zarr.json"]),
+                             (factor_dir, ["zarr.json", "L/zarr.json", "done/zarr.json",
+                                           "W/zarr.json"])):
+        for name in files:
+            file = directory / name
+            if not file.exists():
+                continue
+            try:
+                node = json.loads(file.read_bytes())
+                if not isinstance(node, dict) or "node_type" not in node:
+                    raise ValueError("not zarr metadata")
+            except ValueError:
+                log.warning("%s is unreadable (truncated or edited): deleting %s, the factor "
+                            "is computed again", file, directory)
+                shutil.rmtree(directory)
+                break
 
 
 def _done_tiles(spec: _Spec, verify: bool = False) -> set[tuple[int, int]]:
@@ -523,16 +575,57 @@ def cholesky_factor(group: Any, *, coefficients: Sequence[float], regularization
     """
     spec, digest, fgroup = _prepare(group, coefficients, regularization, tile_size, kernel)
     _remove_partials(spec)
-    done = _done_tiles(spec, verify=verify)
-    dsk, keys, priority = _factor_graph(spec, done, digest[:20])
-    _run(dsk, keys, client, priority)
+    computed = 0
+    for attempt in range(_REPAIRS + 1):
+        done = _done_tiles(spec, verify=verify)
+        dsk, keys, priority = _factor_graph(spec, done, digest[:20])
+        try:
+            _run(dsk, keys, client, priority)
+        except DamagedTileError as error:
+            _repair(error, attempt)
+            continue
+        computed += len(keys)
+        break
     total = spec.nt * (spec.nt + 1) // 2
     if "W" in fgroup:
         del fgroup["W"]
     array = zarr.open_array(zarr.storage.LocalStore(spec.root, read_only=True),
                             path=spec.base + "/L", mode="r")
     return CholeskyFactor(array, spec.root, spec.base, spec.tile, spec.n, spec.coefficients,
-                          spec.regularization, computed=len(keys), reused=total - len(keys))
+                          spec.regularization, computed=computed,
+                          reused=max(0, total - computed), tag=spec.tag)
+
+
+def _repair(error: DamagedTileError, attempt: int) -> None:
+    """Unmark a damaged factor tile found by a read, so the next attempt recomputes it; a
+    damaged kernel tile, or too many attempts, is the caller's to report."""
+    if error.kind != "factor" or attempt >= _REPAIRS:
+        raise error
+    log.warning("%s; recomputing it", error)
+    unmark(error.marker)
+
+
+def verify_factors(root: Path | str, *, repair: bool = True) -> list[str]:
+    """Check every marked factor tile under ``root/solve`` against its marker's crc; return
+    the damaged ones as "solve/<h>/L (i, j): why". With ``repair`` their markers are deleted,
+    so the next fit recomputes them."""
+    solve_dir = Path(root, SOLVE_GROUP)
+    damaged: list[str] = []
+    if not solve_dir.is_dir():
+        return damaged
+    for factor in sorted(p for p in solve_dir.iterdir() if (p / "done" / "c").is_dir()):
+        base = f"{SOLVE_GROUP}/{factor.name}"
+        spec = _Spec(str(root), "", base, (), 0.0, 1, 1, int(factor.name[:16], 16))
+        for marker in sorted((factor / "done" / "c").glob("*/*/0")):
+            i, j = int(marker.parent.parent.name), int(marker.parent.name)
+            try:
+                _read_l_checked(spec, i, j)
+            except DamagedTileError as error:
+                damaged.append(f"{base}/L ({i}, {j})")
+                log.debug("%s", error)
+                if repair:
+                    unmark(error.marker)
+    return damaged
 
 
 def factor_progress(group: Any, *, coefficients: Sequence[float], regularization: float = 1.0,
@@ -617,9 +710,16 @@ def fit_weights(group: Any, y: Any, *, coefficients: Sequence[float],
                 regularization: float = 1.0, client: Any = None, tile_size: int | None = None,
                 kernel: str = "K_train") -> tuple[np.ndarray, CholeskyFactor]:
     """cholesky_factor + solve_weights: (alpha, factor)."""
-    factor = cholesky_factor(group, coefficients=coefficients, regularization=regularization,
-                             client=client, tile_size=tile_size, kernel=kernel)
-    return solve_weights(factor, y, client=client), factor
+    attempt = 0
+    while True:
+        factor = cholesky_factor(group, coefficients=coefficients,
+                                 regularization=regularization, client=client,
+                                 tile_size=tile_size, kernel=kernel)
+        try:
+            return solve_weights(factor, y, client=client), factor
+        except DamagedTileError as error:  # a factor tile damaged since it was written
+            _repair(error, attempt)
+            attempt += 1
 
 
 # --------------------------------------------------------------------------- prediction
@@ -627,7 +727,7 @@ def fit_weights(group: Any, y: Any, *, coefficients: Sequence[float],
 
 def _predict_rows(root: str, path: str, coefficients: tuple[float, ...], rows: tuple[int, int],
                   col_step: int, alpha: np.ndarray) -> np.ndarray:
-    karr = _open(root, path, False)
+    karr = checked_array(root, path)
     n = karr.shape[2]
     out = np.zeros((rows[1] - rows[0],) + alpha.shape[1:], dtype=np.float64)
     with threadpool_limits(1):

@@ -36,10 +36,17 @@ marker decodes, names this store's parameters, and its chunk files exist; ``veri
 the checksums and decodes every done tile, and removes the markers of damaged ones so the next
 run recomputes them. Markers are a zarr array rather than JSON files because zarr warns about
 (and ``Group.members`` trips on) foreign files anywhere in the hierarchy.
+
+Checksums on read: every reader of a tile (``CheckedArray`` for kernel arrays, the tiled solve
+for factor tiles) calls ``check_chunk`` with the crc32 the tile's marker recorded, just before
+the chunk is decoded, and raises DamagedTileError naming the tile and its marker file. Readers
+never unmark: the driver catches the error and calls ``unmark``, so every marker file has one
+writer at a time and is never rewritten by a worker.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -56,7 +63,7 @@ import zarr
 from zarr.codecs import Crc32cCodec
 
 from .durable import DurableTree, fsync_path
-from .errors import StoreError
+from .errors import DamagedTileError, StoreError
 from .graph import (Tile, all_tiles, array_lambda, is_train, kernel_array, matrix_bounds,
                     n_blocks)
 from .settings import KernelSettings
@@ -66,6 +73,7 @@ __all__ = [
     "KernelStore",
     "TileWriter",
     "create_store",
+    "check_store",
     "open_store",
     "params_hash",
     "missing_tiles",
@@ -74,6 +82,10 @@ __all__ = [
     "remove_partials",
     "strict_reads",
     "progress_counts",
+    "check_chunk",
+    "unmark",
+    "CheckedArray",
+    "checked_array",
 ]
 
 FORMAT = 1
@@ -109,6 +121,133 @@ def _chunk_path(root: Path, array: str, coords: Iterable[int]) -> Path:
 
 def _crc(path: Path) -> int:
     return zlib.crc32(path.read_bytes())
+
+
+# --------------------------------------------------------------------------- checksums on read
+# Every reader of a kernel or factor tile calls ``check_chunk`` with the crc32 the tile's
+# completion marker recorded, just before decoding the chunk: a chunk replaced by another valid
+# chunk (its own Crc32c matches) or damaged on disk is found at the moment of use. The reader
+# only raises; the driver deletes the marker (``unmark``), so markers stay write-once per writer.
+
+
+def check_chunk(file: Path, expected: int | None, *, what: str, marker: Path | str,
+                kind: str = "kernel") -> None:
+    """Raise DamagedTileError unless ``file`` exists and its crc32 is ``expected`` (None: the
+    tile is not marked done)."""
+    try:
+        actual = _crc(Path(file))
+    except FileNotFoundError:
+        raise DamagedTileError(f"{what}: its chunk file {file} is missing", str(marker),
+                               kind) from None
+    except OSError as error:
+        raise DamagedTileError(f"{what}: cannot read {file} ({error.strerror or error})",
+                               str(marker), kind) from None
+    if expected is None:
+        raise DamagedTileError(f"{what}: no valid completion marker", str(marker), kind)
+    if actual != expected:
+        raise DamagedTileError(f"{what}: checksum of {file} is {actual:08x}, its marker "
+                               f"recorded {expected:08x} (damaged or replaced)",
+                               str(marker), kind)
+
+
+def unmark(marker: Path | str) -> None:
+    """Delete a completion marker (driver only), durably: its tile counts as missing."""
+    marker = Path(marker)
+    marker.unlink(missing_ok=True)
+    if marker.parent.is_dir():
+        fsync_path(marker.parent, directory=True)
+
+
+def _marker_file(root: Path, name: str, row: int, col: int) -> Path:
+    return _chunk_path(root, "tiles/" + name, (row, col, 0))
+
+
+def _read_marker(root: Path, name: str, row: int, col: int) -> np.ndarray | None:
+    """The 4 marker words of tile (row, col) of kernel array ``name``, or None when absent or
+    unreadable."""
+    try:
+        return _open_readonly(str(root), "tiles/" + name)[row, col]
+    except Exception:  # absent (read_missing_chunks False) or damaged: not done
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _open_readonly_cached(root: str, path: str, version: Any) -> zarr.Array:
+    return zarr.open_array(zarr.storage.LocalStore(root, read_only=True), path=path, mode="r",
+                           config={"read_missing_chunks": False})
+
+
+def _open_readonly(root: str, path: str) -> zarr.Array:
+    try:
+        meta = os.stat(os.path.join(root, path, "zarr.json"))
+        version = (meta.st_ino, meta.st_mtime_ns, meta.st_size)
+    except OSError:
+        version = None
+    return _open_readonly_cached(root, path, version)
+
+
+class CheckedArray:
+    """A kernel array of a wkdist store whose reads check every chunk they touch against its
+    completion marker first (``check_chunk``). Slicing as zarr's, with slices or Ellipsis."""
+
+    def __init__(self, root: Path | str, name: str, array: zarr.Array | None = None,
+                 expected_hash: int | None = None) -> None:
+        self.root = Path(root)
+        self.name = name
+        self.array = array if array is not None else _open_readonly(str(root), name)
+        self.expected_hash = expected_hash
+        self.shape = self.array.shape
+        self.chunks = self.array.chunks
+        self.dtype = self.array.dtype
+        self.ndim = self.array.ndim
+
+    def check(self, row: int, col: int) -> None:
+        """Check chunk (0, row, col) against the marker of the tile it belongs to."""
+        mirrored = is_train(self.name) and row > col
+        tile = (col, row) if mirrored else (row, col)
+        marker = _read_marker(self.root, self.name, *tile)
+        expected = None
+        if (marker is not None and int(marker[3]) == _MARKER_DONE
+                and (self.expected_hash is None or int(marker[0]) == self.expected_hash)):
+            expected = int(marker[2 if mirrored else 1])
+        what = (f"store {self.root}: kernel tile {self.name} {tile}"
+                + (f" (its mirror, chunk ({row}, {col}))" if mirrored else ""))
+        check_chunk(_chunk_path(self.root, self.name, (0, row, col)), expected, what=what,
+                    marker=_marker_file(self.root, self.name, *tile))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            at = key.index(Ellipsis)
+            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1:]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        ranges = []
+        for axis in (1, 2):
+            k = key[axis]
+            if not isinstance(k, slice) or k.step not in (None, 1):
+                raise TypeError(f"{self.name}: checked reads take plain slices, got {k!r}")
+            start, stop, _ = k.indices(self.shape[axis])
+            size = self.chunks[axis]
+            ranges.append(range(start // size, -(-stop // size)) if stop > start else range(0))
+        for row in ranges[0]:
+            for col in ranges[1]:
+                self.check(row, col)
+        return self.array[key]
+
+
+def checked_array(root: Path | str, name: str) -> CheckedArray | zarr.Array:
+    """Kernel array ``name`` of the store at ``root``, checked on read when the store has
+    completion markers for it (a plain zarr group has none: its Crc32c codec still checks)."""
+    root = Path(root)
+    if not (root / "tiles" / name / "zarr.json").is_file():
+        return _open_readonly(str(root), name)
+    expected = None
+    try:
+        meta = json.loads((root / "zarr.json").read_text())["attributes"]["wkdist"]
+        expected = _hash64(str(meta["params_hash"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return CheckedArray(root, name, expected_hash=expected)
 
 
 # --------------------------------------------------------------------------- the store
@@ -187,15 +326,56 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _metadata(file: Path) -> dict[str, Any]:
+    """A zarr.json parsed here, so a truncated or edited one is one message naming it."""
+    try:
+        meta = json.loads(file.read_bytes())
+        if not isinstance(meta, dict):
+            raise TypeError(f"a JSON {type(meta).__name__}, not an object")
+        return meta
+    except (ValueError, TypeError) as error:
+        raise StoreError(f"{file}: not valid zarr metadata ({str(error).splitlines()[0]}); the "
+                         "file is truncated or edited: restore it, or delete the store and "
+                         "compute it again") from None
+
+
+def _check_metadata(path: Path, meta: Mapping[str, Any]) -> None:
+    """Every array of the store has readable metadata of the expected kind."""
+    lambdas = [int(lam) for lam in meta.get("lambdas", [0])]
+    names = [kernel_array(side, lam) for lam in lambdas for side in ("train", "test")]
+    names = names + ["tiles/" + name for name in names] + [
+        "y_train", "y_test", "train_index", "test_index"]
+    for name in names:
+        file = path / name / "zarr.json"
+        if not file.is_file():
+            raise StoreError(f"{path}: array {name} is missing ({file} not found); delete the "
+                             "store and compute it again")
+        node = _metadata(file)
+        if node.get("node_type") != "array" or not isinstance(node.get("shape"), list):
+            raise StoreError(f"{file}: expected the metadata of array {name}, got "
+                             f"node_type {node.get('node_type')!r}")
+
+
 def _read_meta(path: Path) -> tuple[zarr.Group, dict[str, Any]]:
+    if not (path / "zarr.json").is_file():
+        raise StoreError(f"{path}: not a zarr group (no wkdist store here)")
+    node = _metadata(path / "zarr.json")
+    if node.get("node_type") != "group":
+        raise StoreError(f"{path}: not a zarr group (no wkdist store here)")
     try:
         group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
-        raise StoreError(f"{path}: not a zarr group (no wkdist store here)") from None
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError,
+            ValueError, TypeError, KeyError) as error:
+        raise StoreError(f"{path}: not a readable zarr group ({type(error).__name__})") from None
     meta = group.attrs.get("wkdist")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise StoreError(f"{path}: a zarr group, but not a wkdist kernel store "
                          f"(format {FORMAT})")
+    for key in ("settings", "tile_size", "data", "params_hash"):
+        if key not in meta:
+            raise StoreError(f"{path / 'zarr.json'}: the wkdist attributes lack {key!r} "
+                             "(edited?)")
+    _check_metadata(path, meta)
     return group, meta
 
 
@@ -219,28 +399,10 @@ def create_store(path: Path | str, *, settings: KernelSettings, dataset: Any,
     differs. A new store is built in a temporary sibling directory and renamed into place, so a
     crash while creating it leaves no half-made store at ``path``.
     """
-    from . import __version__
-    from .targets import lambdas_of, target_kind
-
     path = Path(path)
-    fingerprint = dataset.fingerprint()
-    lambdas = lambdas_of(target_kind(dataset.y_train))
-    meta = {
-        "format": FORMAT,
-        "version": __version__,
-        "settings": settings.to_dict(),
-        "tile_size": tile_size,
-        "data": {"n_train": dataset.n_train, "n_test": dataset.n_test,
-                 "target": dataset.target, "unit": dataset.unit,
-                 "fingerprint": fingerprint, "source": source},
-        "lambdas": list(lambdas),
-        "params_hash": params_hash(settings, fingerprint, tile_size, lambdas),
-    }
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        _, old = _read_meta(path)
-        differences = _differences(_describe_meta(old), _describe_meta(meta))
-        if differences:
-            raise StoreError(f"{path}: made for other settings or data: " + "; ".join(differences))
+    meta = _store_meta(settings, dataset, tile_size, source)
+    lambdas = tuple(meta["lambdas"])
+    if check_store(path, meta=meta):
         return open_store(path, mode="r+")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,6 +416,44 @@ def create_store(path: Path | str, *, settings: KernelSettings, dataset: Any,
         shutil.rmtree(locals().get("temporary", path / ".none"), ignore_errors=True)
         raise StoreError(f"{path}: cannot create the store ({error.strerror or error})") from None
     return open_store(path, mode="r+")
+
+
+def check_store(path: Path | str, *, meta: Mapping[str, Any] | None = None,
+                settings: KernelSettings | None = None, dataset: Any = None,
+                tile_size: int | None = None) -> bool:
+    """Whether a store for these settings and data exists at ``path`` (False: none yet);
+    StoreError naming what differs when one was made for others. Creates nothing, so it runs
+    before any cluster starts."""
+    path = Path(path)
+    if meta is None:
+        meta = _store_meta(settings, dataset, tile_size, "")
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return False
+    _, old = _read_meta(path)
+    differences = _differences(_describe_meta(old), _describe_meta(meta))
+    if differences:
+        raise StoreError(f"{path}: made for other settings or data: " + "; ".join(differences))
+    return True
+
+
+def _store_meta(settings: KernelSettings, dataset: Any, tile_size: int,
+                source: str) -> dict[str, Any]:
+    from . import __version__
+    from .targets import lambdas_of, target_kind
+
+    fingerprint = dataset.fingerprint()
+    lambdas = lambdas_of(target_kind(dataset.y_train))
+    return {
+        "format": FORMAT,
+        "version": __version__,
+        "settings": settings.to_dict(),
+        "tile_size": tile_size,
+        "data": {"n_train": dataset.n_train, "n_test": dataset.n_test,
+                 "target": dataset.target, "unit": dataset.unit,
+                 "fingerprint": fingerprint, "source": source},
+        "lambdas": list(lambdas),
+        "params_hash": params_hash(settings, fingerprint, tile_size, lambdas),
+    }
 
 
 def _build(root: Path, meta: dict[str, Any], settings: KernelSettings, dataset: Any,
@@ -417,9 +617,7 @@ def verify_tiles(store: KernelStore, *, repair: bool = True) -> list[Tile]:
     damaged = [tile for tile, marker in done_tiles(store) if not _tile_ok(store, tile, marker)]
     if repair:
         for tile in damaged:
-            marker = _chunk_path(store.path, "tiles/" + tile.array, (tile.row, tile.col, 0))
-            marker.unlink(missing_ok=True)
-            fsync_path(marker.parent, directory=True)
+            unmark(_marker_file(store.path, tile.array, tile.row, tile.col))
     return damaged
 
 
