@@ -48,7 +48,6 @@ from wkdist import REFERENCE_QM9, KernelSettings, structure_kernels
 from wkdist.data import load_qm9
 from wkdist.kernels import invariant_schedule
 
-
 _CPU_SECONDS: list[float] = []  # process CPU time of the last median_time call, per repeat
 
 
@@ -290,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  flop per atom pair: nu=1         {counts['nu1_flops_per_atom_pair']:>14,.0f}")
     print(f"  flop per atom pair: iterations   {schedule.flops:>14,}")
     rows = [
-        ("full kernel (nu_max=%d)" % settings.nu_max, t_full, all_full),
+        (f"full kernel (nu_max={settings.nu_max})", t_full, all_full),
         ("nu_max=1 run (pack + nu=1 + sums)", t_nu1, all_nu1),
         ("  of which packing", t_pack, None),
         ("iterations (difference)", t_iter, None),

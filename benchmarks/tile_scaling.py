@@ -168,8 +168,10 @@ def main() -> int:
     print(f"data: {what}; n_train {args.n_train}, n_test {args.n_test}, tile_size "
           f"{args.tile_size}, nu_max {args.nu_max}, lambda_max {args.lambda_max}; {n_tiles} tiles, "
           f"{pairs} structure pairs; {os.cpu_count()} cores")
-    print(f"engine direct (1 process, 1 thread): {t_direct:.2f} s ({pairs / t_direct:,.0f} pairs/s)")
-    print(f"pipeline 1 worker: {wall1:.2f} s  -> overhead vs direct {100 * (wall1 / t_direct - 1):+.1f}%")
+    print(f"engine direct (1 process, 1 thread): {t_direct:.2f} s "
+          f"({pairs / t_direct:,.0f} pairs/s)")
+    print(f"pipeline 1 worker: {wall1:.2f} s  -> overhead vs direct "
+          f"{100 * (wall1 / t_direct - 1):+.1f}%")
     print(f"pipeline 2 workers: {wall2:.2f} s -> speed-up 1 -> 2 workers {wall1 / wall2:.2f}x")
     print(f"write + fsync per tile (in task): {1e3 * s2.write_s / s2.computed_tiles:.1f} ms; "
           f"fsync of a 1 MiB file + directory: {fsync_ms:.1f} ms (median)")
@@ -183,7 +185,8 @@ def main() -> int:
     core_hours = full_pairs / rate / 3600
     print(f"full QM9 model (n_train {n_train}, n_test {n_test}, tile {tile}): "
           f"{nt * (nt + 1) // 2 + ns * nt} tiles, {full_pairs:.3e} pairs, "
-          f"{stored / 1e9:,.0f} GB stored, {core_hours:,.0f} core-hours at {rate:,.0f} pairs/s/core, "
+          f"{stored / 1e9:,.0f} GB stored, {core_hours:,.0f} core-hours at {rate:,.0f} "
+          "pairs/s/core, "
           f"{core_hours / 256:,.1f} h wall on 256 cores")
     if what.startswith("small"):
         print("  (throughput from small molecules; QM9 molecules have ~18 atoms and cost more: "

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
-from ase.build import molecule as _ase_molecule
-
 import pytest
+from ase.build import molecule as _ase_molecule
 
 import wkdist.cli
 

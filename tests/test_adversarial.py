@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-
 from store_helpers import ASE_SHAPE_WARNING, error_line
 from store_helpers import wkdist_cli as wkdist
 from test_pipeline import make_case
@@ -209,7 +208,6 @@ def test_unseen_elements_are_nan_with_their_rows_named(model, tmp_path):
     """A QM9-like model asked about S and Cl: those rows are NaN and named on stderr; the
     option gives the zero-baseline numbers instead."""
     from ase import Atoms
-
     from test_pipeline import random_molecules, write_xyz
 
     model, _ = model

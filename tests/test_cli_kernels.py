@@ -6,11 +6,10 @@ import time
 
 import numpy as np
 import pytest
+from store_helpers import ASE_SHAPE_WARNING, read_kernels, reference, write_case
 
 from wkdist.cli import main
 from wkdist.config import load_config
-
-from store_helpers import ASE_SHAPE_WARNING, read_kernels, reference, write_case
 
 pytestmark = ASE_SHAPE_WARNING
 

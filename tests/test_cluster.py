@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from store_helpers import ASE_SHAPE_WARNING, error_line, write_case
 
 from wkdist.cluster import TLS_OWNER, open_cluster, remove_stale_tls
 from wkdist.config import ComputeConfig
-
-from store_helpers import ASE_SHAPE_WARNING, error_line, write_case
 
 pytestmark = ASE_SHAPE_WARNING
 

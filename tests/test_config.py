@@ -4,7 +4,13 @@ import pytest
 
 from wkdist import REFERENCE_QM9, KernelSettings
 from wkdist.config import (
-    DEFAULT_TILE_SIZE, SECTIONS, Field, Section, load_config, parse_config, positive_int,
+    DEFAULT_TILE_SIZE,
+    SECTIONS,
+    Field,
+    Section,
+    load_config,
+    parse_config,
+    positive_int,
     register_section,
 )
 from wkdist.errors import ConfigError
@@ -71,7 +77,8 @@ def test_train_test_files(tmp_path):
 
 
 @pytest.mark.parametrize("replace, message", [
-    (("tile_size = 4", "tile_size = 'x'"), "[compute] tile_size: expected a positive integer, got 'x'"),
+    (("tile_size = 4", "tile_size = 'x'"),
+     "[compute] tile_size: expected a positive integer, got 'x'"),
     (("tile_size = 4", "tile_size = 0"), "[compute] tile_size: expected a positive integer, got 0"),
     (("workers = 3", "wokers = 3"), "[compute] wokers: unknown key"),
     (("cutoff = 4.0", "cutoff = -1.0"), "[kernel] cutoff: expected a positive length"),

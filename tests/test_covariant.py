@@ -19,12 +19,11 @@ import zarr
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from scipy.spatial.transform import Rotation
+from store_helpers import ASE_SHAPE_WARNING, error_line, random_atoms
+from store_helpers import wkdist_cli as wkdist
 
 from wkdist.model import load_model
 from wkdist.targets import tensor_matrices, to_spherical
-
-from store_helpers import ASE_SHAPE_WARNING, error_line, random_atoms
-from store_helpers import wkdist_cli as wkdist
 
 pytestmark = ASE_SHAPE_WARNING
 

@@ -5,12 +5,11 @@ import ase.io
 import numpy as np
 import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
+from store_helpers import ASE_SHAPE_WARNING, molecule, molecules
 
 from wkdist.config import DataConfig
 from wkdist.dataset import load_dataset, read_frames, read_targets
 from wkdist.errors import DataError
-
-from store_helpers import ASE_SHAPE_WARNING, molecule, molecules
 
 pytestmark = ASE_SHAPE_WARNING
 
@@ -56,7 +55,8 @@ def test_train_test_files(tmp_path):
                                    target="U"))
     assert (data.n_train, data.n_test) == (6, 4)
     np.testing.assert_array_equal(data.test_index, np.arange(4))
-    with pytest.raises(DataError, match=r"^n_test \(.*b.xyz\): asked for 5 structures, the data has 4"):
+    with pytest.raises(DataError,
+                       match=r"^n_test \(.*b.xyz\): asked for 5 structures, the data has 4"):
         load_dataset(DataConfig(train=tmp_path / "a.xyz", test=tmp_path / "b.xyz",
                                 target="U", n_test=5))
 

@@ -7,11 +7,11 @@ import re
 import numba
 import numpy as np
 import pytest
+import wkref
+from wkref import make_atoms, molecule
 
 import wkdist
-import wkref
 from wkdist import KernelSettings, SettingsError, StructureError
-from wkref import make_atoms, molecule
 
 BROAD = KernelSettings(cutoff=5.0, gaussian_width=0.3, decay_length=2.0, lambda_max=3, nu_max=4)
 

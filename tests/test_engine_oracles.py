@@ -7,12 +7,12 @@ import itertools
 
 import numpy as np
 import pytest
+import wkref
 from ase import Atoms
 from scipy.spatial.distance import pdist
+from wkref import molecule
 
 import wkdist
-import wkref
-from wkref import molecule
 
 BROAD = dict(cutoff=4.5, gaussian_width=0.5, decay_length=2.0, cutoff_smoothing=0.5)
 

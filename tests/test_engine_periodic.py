@@ -17,8 +17,9 @@ import itertools
 
 import numpy as np
 import pytest
-import wkdist
 from wkref import make_atoms, molecule
+
+import wkdist
 
 SETTINGS = wkdist.KernelSettings(cutoff=5.0, gaussian_width=0.3, decay_length=2.0, lambda_max=3,
                                  nu_max=4)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import wkref
 from scipy.spatial.transform import Rotation
+from wkref import molecule, transformed
 
 import wkdist
-import wkref
 from wkdist.kernels import real_spherical_harmonics
-from wkref import molecule, transformed
 
 BROAD = wkdist.KernelSettings(cutoff=5.0, gaussian_width=0.3, decay_length=2.0, lambda_max=3,
                               nu_max=4)

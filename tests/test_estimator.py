@@ -9,15 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_helpers import ASE_SHAPE_WARNING, error_line, random_atoms
+from store_helpers import wkdist_cli as wkdist_main
+from test_pipeline import random_molecules, write_xyz
 
 import wkdist
 from wkdist.dataset import read_frames
 from wkdist.estimator import WignerCalculator, WignerKernelRidge
 from wkdist.model import baseline_values
-
-from store_helpers import ASE_SHAPE_WARNING, error_line, random_atoms
-from store_helpers import wkdist_cli as wkdist_main
-from test_pipeline import random_molecules, write_xyz
 
 pytestmark = ASE_SHAPE_WARNING
 

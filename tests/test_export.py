@@ -9,11 +9,10 @@ import ase.io
 import numpy as np
 import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
+from store_helpers import ASE_SHAPE_WARNING, error_line, molecules, wkdist_cli, write_case
 
 from wkdist.config import DataConfig, load_config
 from wkdist.dataset import Dataset, load_dataset
-
-from store_helpers import ASE_SHAPE_WARNING, error_line, molecules, wkdist_cli, write_case
 
 pytestmark = ASE_SHAPE_WARNING
 

@@ -3,13 +3,12 @@ import signal
 
 import numpy as np
 import pytest
+from store_helpers import ASE_SHAPE_WARNING, molecules, read_kernels, reference, write_case
 
 from wkdist import KernelSettings
 from wkdist.compute import compute_kernels
 from wkdist.config import load_config
 from wkdist.graph import TEST, TRAIN, Tile, all_tiles, build_graph
-
-from store_helpers import ASE_SHAPE_WARNING, molecules, read_kernels, reference, write_case
 
 pytestmark = ASE_SHAPE_WARNING
 

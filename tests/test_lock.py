@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from store_helpers import ASE_SHAPE_WARNING, error_line, write_case
 from store_helpers import wkdist_cli as wkdist
 

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import zarr
 from ase import Atoms
+from store_helpers import ASE_SHAPE_WARNING, random_atoms
 
 from wkdist import KernelSettings, structure_kernels
 from wkdist.errors import StoreError
 from wkdist.model import FORMAT_VERSION, Part, baseline_values, load_model, save_model
-
-from store_helpers import ASE_SHAPE_WARNING, random_atoms
 
 pytestmark = ASE_SHAPE_WARNING
 SETTINGS = KernelSettings(nu_max=2, lambda_max=2)

@@ -20,13 +20,12 @@ import numpy as np
 import pytest
 import scipy.linalg
 import zarr
+from store_helpers import ASE_SHAPE_WARNING, error_line, random_atoms
+from store_helpers import wkdist_cli as wkdist
 
 from wkdist import KernelSettings, structure_kernels
 from wkdist.config import load_config
 from wkdist.dataset import load_dataset
-
-from store_helpers import ASE_SHAPE_WARNING, error_line, random_atoms
-from store_helpers import wkdist_cli as wkdist
 
 pytestmark = ASE_SHAPE_WARNING
 

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_helpers import ASE_SHAPE_WARNING, write_case
 
 from wkdist.cli import main
-
-from store_helpers import ASE_SHAPE_WARNING, write_case
 
 pytestmark = ASE_SHAPE_WARNING
 pytest.importorskip("dask_jobqueue")

@@ -2,6 +2,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from store_helpers import ASE_SHAPE_WARNING, molecules, read_kernels, reference
 
 from wkdist import KernelSettings
 from wkdist.config import DataConfig
@@ -9,11 +10,14 @@ from wkdist.dataset import load_dataset
 from wkdist.errors import StoreError
 from wkdist.graph import TEST, TRAIN, Tile, pack_block, tile_bounds, tile_values
 from wkdist.store import (
-    create_store, missing_tiles, open_store, remove_partials, strict_reads, verify_tiles,
+    create_store,
+    missing_tiles,
+    open_store,
+    remove_partials,
+    strict_reads,
+    verify_tiles,
 )
 from wkdist.structures import species_of
-
-from store_helpers import ASE_SHAPE_WARNING, molecules, read_kernels, reference
 
 pytestmark = ASE_SHAPE_WARNING
 SETTINGS = KernelSettings(nu_max=2, lambda_max=2)

@@ -11,12 +11,18 @@ import math
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
+from wkref import real_harmonics, wigner_d_from_harmonics
 
 from wkdist.errors import DataError
-from wkdist.targets import (from_spherical, lambdas_of, normalize_targets, target_errors,
-                            target_kind, tensor_matrices, to_spherical)
-
-from wkref import real_harmonics, wigner_d_from_harmonics
+from wkdist.targets import (
+    from_spherical,
+    lambdas_of,
+    normalize_targets,
+    target_errors,
+    target_kind,
+    tensor_matrices,
+    to_spherical,
+)
 
 
 def random_tensors(n: int, seed: int) -> np.ndarray:

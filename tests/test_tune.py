@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.linalg
+from store_helpers import ASE_SHAPE_WARNING, random_atoms
 
 from wkdist import KernelSettings, structure_kernels
 from wkdist.cli import main
 from wkdist.config import load_config
-
-from store_helpers import ASE_SHAPE_WARNING, random_atoms
 
 pytestmark = ASE_SHAPE_WARNING
 

@@ -172,10 +172,12 @@ def _is_model(path: str, model_format: str) -> bool:
 
 
 # Commands defined in their own modules register themselves on import.
-from . import pipeline  # noqa: E402,F401  (fit, run, predict)
-from . import plan  # noqa: E402,F401  (plan)
-from . import tune  # noqa: E402,F401  (tune)
-from . import export  # noqa: E402,F401  (export)
+from . import (  # noqa: E402
+    export,  # noqa: F401  (export)
+    pipeline,  # noqa: F401  (fit, run, predict)
+    plan,  # noqa: F401  (plan)
+    tune,  # noqa: F401  (tune)
+)
 
 # --------------------------------------------------------------------------- entry point
 

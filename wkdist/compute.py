@@ -19,8 +19,14 @@ from .dataset import Dataset, load_dataset
 from .errors import StoreError
 from .graph import TileResult, build_graph
 from .progress import Progress, format_duration
-from .store import (KernelStore, check_store, create_store, missing_tiles, remove_partials,
-                    verify_tiles)
+from .store import (
+    KernelStore,
+    check_store,
+    create_store,
+    missing_tiles,
+    remove_partials,
+    verify_tiles,
+)
 from .structures import check_frames, species_of
 
 __all__ = ["KernelSummary", "compute_kernels", "prepare_store", "preflight"]
@@ -71,8 +77,8 @@ def prepare_store(config: Config, dataset: Dataset) -> KernelStore:
         log.warning("test structures contain elements absent from the training set "
                     "(atomic numbers %s): their kernel contributions are zero",
                     ", ".join(map(str, absent)))
-    source = "qm9" if config.data.source == "qm9" else str(config.data.path or
-                                                            f"{config.data.train} {config.data.test}")
+    source = ("qm9" if config.data.source == "qm9"
+              else str(config.data.path or f"{config.data.train} {config.data.test}"))
     return create_store(config.store.path, settings=config.kernel, dataset=dataset,
                         tile_size=_tile_size(config, dataset), source=source)
 

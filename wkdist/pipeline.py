@@ -390,8 +390,9 @@ def _locked_pipeline(config: Config, dataset: Dataset, out: Path, *, kernels: bo
         from .compute import prepare_store
 
         if not Path(config.store.path).exists():
-            raise MissingTilesError(f"store {config.store.path}: no such store; compute the "
-                                    f"kernels with `wkdist kernels {config.source or 'CONFIG.toml'}`")
+            raise MissingTilesError(
+                f"store {config.store.path}: no such store; compute the kernels with "
+                f"`wkdist kernels {config.source or 'CONFIG.toml'}`")
         _check_complete(prepare_store(config, dataset), config)
     with open_cluster(config.compute) as cluster:
         _say(*cluster.lines())

@@ -184,8 +184,13 @@ def _store_state(config) -> None:
 
 
 def _plan_slurm(config, *, check: bool) -> int:
-    from .cluster import (check_commands, check_job_script, describe_walltime, slurm_cluster,
-                          slurm_options)
+    from .cluster import (
+        check_commands,
+        check_job_script,
+        describe_walltime,
+        slurm_cluster,
+        slurm_options,
+    )
     from .errors import SlurmError
 
     compute = config.compute

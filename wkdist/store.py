@@ -64,8 +64,7 @@ from zarr.codecs import Crc32cCodec
 
 from .durable import DurableTree, fsync_path
 from .errors import DamagedTileError, StoreError
-from .graph import (Tile, all_tiles, array_lambda, is_train, kernel_array, matrix_bounds,
-                    n_blocks)
+from .graph import Tile, all_tiles, array_lambda, is_train, kernel_array, matrix_bounds, n_blocks
 from .settings import KernelSettings
 
 __all__ = [

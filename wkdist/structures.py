@@ -84,7 +84,8 @@ def _neighbours(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np
 
 def radial_weight(r: np.ndarray, settings: KernelSettings) -> np.ndarray:
     """w(r) = d(r) f_c(r) (docs/mathematics.md)."""
-    weight = np.exp(-r / settings.decay_length) if settings.radial_weight == "exp" else np.ones_like(r)
+    weight = (np.exp(-r / settings.decay_length) if settings.radial_weight == "exp"
+              else np.ones_like(r))
     delta = settings.cutoff_smoothing
     if delta > 0:
         start = settings.cutoff - delta

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wkdist.data import qm9 as qm9mod
 from wkdist.data import load_qm9
+from wkdist.data import qm9 as qm9mod
 from wkdist.errors import DataError
 
 HAVE_QM9PACK = importlib.util.find_spec("qm9pack") is not None

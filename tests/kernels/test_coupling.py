@@ -6,9 +6,9 @@ from math import factorial
 
 import numpy as np
 import pytest
+import wkref
 from scipy.spatial.transform import Rotation
 
-import wkref
 from wkdist.kernels import real_clebsch_gordan, real_spherical_harmonics
 
 L_MAX = 4

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import wkref
+
 from wkdist.kernels import real_spherical_harmonics
 
 L_MAX = 10

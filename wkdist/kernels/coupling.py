@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 from math import factorial, sqrt
 
 import numpy as np
@@ -54,7 +54,7 @@ def _complex_cg(j1: int, m1: int, j2: int, m2: int, j: int, m: int) -> float:
     return float(total) * sqrt(prefactor)
 
 
-@lru_cache(maxsize=None)
+@cache
 def complex_to_real(l: int) -> np.ndarray:
     """U with Y_real = U @ Y_complex, rows and columns ordered m = -l..l."""
     u = np.zeros((2 * l + 1, 2 * l + 1), dtype=np.complex128)
@@ -70,7 +70,7 @@ def complex_to_real(l: int) -> np.ndarray:
     return u
 
 
-@lru_cache(maxsize=None)
+@cache
 def real_clebsch_gordan(l1: int, l2: int, big_l: int) -> np.ndarray:
     """Real coefficients, shape (2 l1 + 1, 2 l2 + 1, 2 L + 1); read-only."""
     cg = np.zeros((2 * l1 + 1, 2 * l2 + 1, 2 * big_l + 1))

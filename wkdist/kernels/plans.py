@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class CouplingTable:
     col_index: np.ndarray
 
 
-@lru_cache(maxsize=None)
+@cache
 def coupling_table(lambda_max: int) -> CouplingTable:
     triples, cg_ptr, cg_index, cg_value, col_ptr, col_index = [], [0], [], [], [0], []
     for l1 in range(lambda_max + 1):
@@ -178,7 +178,7 @@ class _Planner:
         )
 
 
-@lru_cache(maxsize=None)
+@cache
 def invariant_schedule(lambda_max: int, nu_max: int, scheme: str) -> Schedule:
     """Outputs k^{nu, 0, +1} for nu = 0..nu_max.
 
@@ -198,7 +198,7 @@ def invariant_schedule(lambda_max: int, nu_max: int, scheme: str) -> Schedule:
     return planner.finish(outputs)
 
 
-@lru_cache(maxsize=None)
+@cache
 def equivariant_schedule(lambda_max: int, nu_max: int, lam: int) -> Schedule:
     """Outputs k^{nu, lam, +1}[mu, mu'] for nu = 0..nu_max, nu-major, then mu, mu'.
 
