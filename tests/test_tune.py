@@ -218,6 +218,28 @@ def test_nu_max_candidates_share_one_kernel_store(case):
     assert float(rows[0]["b"]) > 0
 
 
+def test_a_damaged_kernel_tile_is_found_on_read_and_recomputed(case):
+    """A candidate store's K_train chunk with a flipped byte: the rerun search finds it at the
+    moment it reads the kernels, unmarks and recomputes the tile, and scores the same."""
+    config = write_config(case, ["gaussian_width = [0.2]", "n_search = 24", "folds = 3"],
+                          name="damage.toml")
+    status, err = wkdist("tune", config, "--out", case / "damage")
+    assert status == 0, err
+    [before] = read_rows(case / "damage" / "tune.csv")
+    [store] = list((case / "damage" / "stores").iterdir())
+    chunk = store / "K_train" / "c" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[100] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    (case / "damage" / "tune_state.json").unlink()  # evaluate the candidate again
+    status, err = wkdist("tune", config, "--out", case / "damage")
+    assert status == 0, err
+    assert "recomputing it" in err and "K_train" in err
+    [after] = read_rows(case / "damage" / "tune.csv")
+    assert after["kernels"] == "computed"
+    assert float(after["cv_mae"]) == pytest.approx(float(before["cv_mae"]), rel=1e-12)
+
+
 def test_free_mixing_is_searched_as_fit_searches_it(case):
     """[fit] mixing = "free": the candidates are scored with the per-order coefficients fit
     would choose (never a worse CV error than the exponential mixing on the same kernels), and

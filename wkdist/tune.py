@@ -60,6 +60,7 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import math
 import os
 import sys
@@ -73,7 +74,7 @@ import numpy as np
 from .cli import command
 from .config import Config, SearchSpace, StoreConfig, TuneConfig, load_config
 from .dataset import Dataset
-from .errors import ConfigError, DataError, SettingsError, WkdistError
+from .errors import ConfigError, DataError, SettingsError, StoreError, WkdistError
 from .progress import format_duration
 from .settings import KernelSettings
 from .targets import lambdas_of, target_kind, to_spherical
@@ -85,6 +86,8 @@ STATE_FILE = "tune_state.json"
 STATE_FORMAT = 1
 RESULT_COLUMNS = ("cv_mae", "cv_rmse", "c0", "a", "b", "kernels", "kernel_s", "fit_s",
                   "seconds", "error")
+
+log = logging.getLogger("wkdist")
 
 
 def _say(*lines: str) -> None:
@@ -468,11 +471,10 @@ class _Search:
 
     def kernels(self, settings: KernelSettings) -> tuple[dict[int, np.ndarray], str, float]:
         """{lambda: K^nu of the search structures, nu = 0..settings.nu_max}, how, seconds."""
-        import zarr
-
         from .compute import compute_kernels
+        from .errors import DamagedTileError
         from .graph import kernel_array
-        from .store import strict_reads
+        from .store import checked_array, strict_reads, unmark
 
         store_settings = dataclasses.replace(settings,
                                              nu_max=_store_nu_max(self.tune, settings))
@@ -481,14 +483,24 @@ class _Search:
             self.config, kernel=store_settings, store=StoreConfig(path=path),
             sections={**self.config.sections, "kernel": store_settings,
                       "store": StoreConfig(path=path)})
-        summary = compute_kernels(config, client=self.client, numba_threads=self.numba_threads,
-                                  progress=False, dataset=self.data)
-        with strict_reads():
-            group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
-            kernels = {lam: group[kernel_array("train", lam)][: settings.nu_max + 1]
-                       for lam in self.y}
-        how = "computed" if summary.computed_tiles else "reused"
-        return kernels, how, summary.wall_s
+        wall, computed = 0.0, 0
+        for _ in range(3):  # a tile found damaged on read is unmarked and recomputed
+            summary = compute_kernels(config, client=self.client,
+                                      numba_threads=self.numba_threads, progress=False,
+                                      dataset=self.data)
+            wall, computed = wall + summary.wall_s, computed + summary.computed_tiles
+            try:
+                with strict_reads():
+                    kernels = {lam: checked_array(path, kernel_array("train", lam))
+                               [: settings.nu_max + 1] for lam in self.y}
+                break
+            except DamagedTileError as error:
+                log.warning("%s; recomputing it", error)
+                unmark(error.marker)
+        else:
+            raise StoreError(f"{path}: kernel tiles stay damaged after recomputing them twice "
+                             "(a failing disk?)")
+        return kernels, "computed" if computed else "reused", wall
 
     def evaluate(self, settings: KernelSettings, phase: str) -> dict[str, Any]:
         from .hyper import fit_mixing
@@ -627,6 +639,7 @@ def run_tune(config: Config, out: Path, *, quiet: bool = False) -> dict[str, Any
     """The whole search; returns a summary. Validates everything before touching ``out``."""
     from .cluster import open_cluster
     from .dataset import load_dataset
+    from .lock import hold
 
     tune: TuneConfig = config.sections["tune"]
     fit = config.sections["fit"]
@@ -660,7 +673,9 @@ def run_tune(config: Config, out: Path, *, quiet: bool = False) -> dict[str, Any
          f"{tune.n_search} of {dataset.n_train} training structures, {tune.folds}-fold CV"
          + (f"; resuming with {len(state['candidates'])} evaluated" if state else ""))
     begin = time.perf_counter()
-    with open_cluster(config.compute) as cluster:
+    # one search per output directory (its state file and candidate stores live there)
+    with (hold(out, what="output directory", command="wkdist tune"),
+          open_cluster(config.compute) as cluster):
         if not quiet:
             _say(*cluster.lines())
         search = _Search(config, tune, data, out, key, state, cluster.client,
