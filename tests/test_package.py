@@ -94,4 +94,4 @@ def test_built_in_example_runs_at_the_default_kernel_settings(tmp_path):
     assert "kernel" not in tomllib.loads(text)
     config = parse_config(tomllib.loads(text), base_dir=tmp_path, source=tmp_path / "c.toml")
     assert config.kernel == wkdist.KernelSettings()
-    assert (config.data.source, config.data.n_train, config.data.n_test) == ("qm9", 500, 250)
+    assert (config.data.source, config.data.n_train, config.data.n_test) == ("qm9", 500, 120)
