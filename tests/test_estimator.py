@@ -107,11 +107,14 @@ def test_bad_targets_are_one_line_errors():
         model.fit(frames, np.zeros((5, 2)))
 
 
-def test_unseen_element_is_refused_with_a_baseline(case):
+def test_unseen_element_follows_the_predict_command(case, caplog):
+    """NaN with the structure named, as `wkdist predict` does; finite on request."""
     model = WignerKernelRidge(SETTINGS).fit(case["train"], _energies(case["train"]))
-    sulphur = random_atoms(1, seed=3, elements=("H", "S"))
-    with pytest.raises(wkdist.DataError, match="element.*S.*not in the training set"):
-        model.predict(sulphur)
+    frames = case["test"][:2] + random_atoms(1, seed=3, elements=("H", "S"))
+    predicted = model.predict(frames)
+    assert np.all(np.isfinite(predicted[:2])) and np.isnan(predicted[2])
+    assert "S not in the training set: structures [2]" in caplog.text
+    assert np.all(np.isfinite(model.predict(frames, allow_unseen_elements=True)))
 
 
 def test_scikit_learn_clone_grid_search_and_score(case):

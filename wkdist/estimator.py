@@ -212,15 +212,23 @@ class WignerKernelRidge:
     def baseline_(self) -> dict[str, float] | None:
         return self._fitted().baseline
 
-    def predict(self, frames: Sequence[Atoms]) -> np.ndarray:
-        """Predictions (n,), (n, 3) or (n, 6) (tensors as xx, xy, xz, yy, yz, zz)."""
+    def predict(self, frames: Sequence[Atoms], *,
+                allow_unseen_elements: bool = False) -> np.ndarray:
+        """Predictions (n,), (n, 3) or (n, 6) (tensors as xx, xy, xz, yy, yz, zz).
+
+        The rule of `wkdist predict`: a structure with an element no training structure has is
+        NaN (logged with its position), unless ``allow_unseen_elements`` (a zero kernel and a
+        zero baseline weight for such elements).
+        """
         model = self._fitted()
         frames = list(frames)
-        unseen = model.unseen_elements(frames)
-        if unseen and model.baseline:
-            raise DataError(f"frames: element(s) {', '.join(unseen)} are not in the training "
-                            "set; the per-element baseline has no weight for them")
-        return model.predict(frames)
+        rows = model.unseen_rows(frames)
+        if rows:
+            log.warning("element(s) %s not in the training set: structures %s %s",
+                        ", ".join(model.unseen_elements(frames)), rows,
+                        "predicted with a zero kernel and baseline for them"
+                        if allow_unseen_elements else "are NaN")
+        return model.predict(frames, allow_unseen_elements=allow_unseen_elements)
 
     def score(self, frames: Sequence[Atoms], y: Any) -> float:
         """R^2 of the predictions, over all components (scikit-learn's regressor score)."""
