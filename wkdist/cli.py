@@ -1,8 +1,8 @@
-"""The ``wkdist`` command line: a registry of subcommands sharing one error policy.
+"""The ``wkdist`` command line: the subcommands of ``wkdist.commands`` under one error policy.
 
 Every deliberate error (WkdistError), a malformed TOML file or an unusable path ends as one line
-``wkdist: error: ...`` on stderr and exit status 2, never a traceback. Subcommands are added with
-:func:`command` (the lead adds plan/fit/run/predict/tune the same way).
+``wkdist: error: ...`` on stderr and exit status 2, never a traceback. Subcommands register
+with ``wkdist.commands.command``; this module imports them (never the other way round).
 """
 
 from __future__ import annotations
@@ -10,38 +10,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import os
 import sys
 import tomllib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
+from .commands import COMMANDS, command, kernel_options
 from .errors import WkdistError
 from .interrupts import driver_interrupts
 
 __all__ = ["main", "command", "kernel_options", "COMMANDS"]
-
-
-@dataclass(frozen=True)
-class _Command:
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
-COMMANDS: dict[str, _Command] = {}
-
-
-def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
-    """Decorator registering ``run(args) -> exit status`` as subcommand ``name``."""
-
-    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        COMMANDS[name] = _Command(help, add_arguments, run)
-        return run
-
-    return register
 
 
 def _say(*lines: str) -> None:
@@ -50,26 +29,6 @@ def _say(*lines: str) -> None:
 
 
 # --------------------------------------------------------------------------- wkdist kernels
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
-
-
-def kernel_options(parser: argparse.ArgumentParser) -> None:
-    """--verify, --quiet and --progress-interval: the same for every command computing kernels."""
-    parser.add_argument("--verify", action="store_true",
-                        help="check every finished tile's checksum first; recompute damaged ones")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--progress-interval", type=_seconds, default=10.0, metavar="SECONDS",
-                        help="seconds between progress lines when stderr is not a terminal "
-                             "(default 10; printed whether or not a tile finished)")
 
 
 def _kernels_arguments(parser: argparse.ArgumentParser) -> None:
@@ -171,7 +130,8 @@ def _is_model(path: str, model_format: str) -> bool:
         return False
 
 
-# Commands defined in their own modules register themselves on import.
+# Commands defined in their own modules register themselves on import (here, after kernels and
+# status, so that --help lists the commands in workflow order).
 from . import (  # noqa: E402
     export,  # noqa: F401  (export)
     pipeline,  # noqa: F401  (fit, run, predict)

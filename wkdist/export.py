@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from .cli import command
+from .commands import command
 
 __all__ = ["write_extxyz", "export_dataset"]
 

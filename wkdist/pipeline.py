@@ -25,7 +25,7 @@ import numpy as np
 import zarr
 
 from . import __version__
-from .cli import command, kernel_options
+from .commands import command, kernel_options
 from .config import Config, FitConfig, load_config, parse_config
 from .dataset import Dataset
 from .errors import ConfigError, DataError, MissingTilesError

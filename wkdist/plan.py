@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import command
+from .commands import command
 
 __all__ = ["PAIRS_PER_CORE_SECOND", "tile_plan"]
 

@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from .cli import command
+from .commands import command
 from .config import Config, SearchSpace, StoreConfig, TuneConfig, load_config
 from .dataset import Dataset
 from .errors import ConfigError, DataError, SettingsError, StoreError, WkdistError
