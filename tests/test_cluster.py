@@ -76,6 +76,8 @@ def test_ctrl_c_while_the_cluster_starts_is_one_line(tmp_path, delay):
     assert process.returncode == 2, err
     lines = err.strip().splitlines()
     assert lines[-1] == "wkdist: error: interrupted; finished tiles are kept, rerun to resume"
+    if any(line.startswith("[") for line in lines[:-1]):  # a progress line: tiles had started
+        pytest.skip(f"the interrupt came {delay} s in, after the start on this machine")
     # at most the dashboard line, printed once the start is over, before it
     assert all(line.startswith("dashboard: ") for line in lines[:-1]), err
     error_line(err)
