@@ -1,4 +1,4 @@
-"""Tiled Cholesky (wkdist.solve) against in-memory LAPACK and dask.array.linalg.cholesky.
+"""Tiled Cholesky (wkdist.krr.solve) against in-memory LAPACK and dask.array.linalg.cholesky.
 
     python benchmarks/cholesky.py                      # n = 8000, tile 1000, 2 workers x 1 thread
     python benchmarks/cholesky.py --n 16000 --tile 2000 --repeat 1
@@ -80,7 +80,7 @@ def bench_lapack(path: Path, n: int, threads: int, repeat: int) -> list[float]:
 
 
 def bench_tiled(path: Path, client, tile: int, depth: int, repeat: int) -> list[float]:
-    from wkdist import solve
+    from wkdist.krr import solve
 
     coefficients = [1.0 / depth] * depth
     times = []
@@ -148,7 +148,7 @@ def main() -> None:
         with LocalCluster(n_workers=args.workers, threads_per_worker=args.threads,
                           processes=True, memory_limit=args.memory_limit,
                           dashboard_address=":0") as cluster, Client(cluster) as client:
-            client.run(lambda: __import__("wkdist.solve"))  # imports are not factorization
+            client.run(lambda: __import__("wkdist.krr.solve"))  # imports are not factorization
             times = bench_tiled(base, client, tile, args.nu + 1, args.repeat)
             rows.append(("wkdist tiled (zarr -> zarr, fsync + markers)", n, times))
             print(f"  {rows[-1][0]}: {statistics.median(times):.2f} s", flush=True)

@@ -9,7 +9,7 @@ model uses K^1 of the same store: the nu = 1 kernel does not depend on nu_max.
 
 For each n_train and split, the training molecules are a seeded random subset of the store's
 training set and the test set is the store's (fixed) test set; (a, b) are chosen by 5-fold CV
-on at most ``--search-size`` of the training molecules (``wkdist.hyper.fit_mixing``, as
+on at most ``--search-size`` of the training molecules (``wkdist.krr.hyper.fit_mixing``, as
 ``wkdist fit`` does; the CV loss is the mean norm of a molecule's dipole error), then the
 weights are solved on all of them. n_train equal to the whole training set has one split.
 
@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from wkdist.cluster import open_cluster
-from wkdist.compute import compute_kernels
-from wkdist.config import load_config
-from wkdist.dataset import load_dataset
-from wkdist.hyper import fit_mixing
-from wkdist.solve import predict_dense, solve_dense
-from wkdist.store import strict_reads
-from wkdist.targets import from_spherical, target_errors, to_spherical
+from wkdist.app.cluster import open_cluster
+from wkdist.app.compute import compute_kernels
+from wkdist.app.config import load_config
+from wkdist.app.dataset import load_dataset
+from wkdist.engine.targets import from_spherical, target_errors, to_spherical
+from wkdist.krr.hyper import fit_mixing
+from wkdist.krr.solve import predict_dense, solve_dense
+from wkdist.tiled.store import strict_reads
 
 HERE = Path(__file__).resolve().parent
 

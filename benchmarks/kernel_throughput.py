@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     t_nu1, all_nu1 = median_time(lambda: structure_kernels(frames, settings=settings_nu1),
                                  args.repeats)
     try:  # packing alone (engine internals: skipped if the module moves)
-        from wkdist.structures import pack_structures, species_of
+        from wkdist.engine.structures import pack_structures, species_of
 
         species = species_of(frames)
         t_pack, _ = median_time(

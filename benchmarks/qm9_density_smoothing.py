@@ -11,7 +11,7 @@ the packed widths after ``pack_structures`` (the engine takes them as given), an
 measures (a few per cent) did not justify a new KernelSettings field.
 
 Protocol: 500 random QM9 molecules (seed 123), per-element baseline, (c0, a, b) by 5-fold CV
-(``wkdist.hyper.fit_mixing``, as ``wkdist fit``), the pooled CV MAE per floor.
+(``wkdist.krr.hyper.fit_mixing``, as ``wkdist fit``), the pooled CV MAE per floor.
 
     python benchmarks/qm9_density_smoothing.py --floor 0 0.08 0.15 0.3 --json out.json
 """
@@ -25,11 +25,11 @@ import time
 import numpy as np
 
 import wkdist
-import wkdist.engine
+import wkdist.engine.api
 from wkdist.data.qm9 import load_qm9
-from wkdist.hyper import element_counts, fit_mixing, species_baseline
+from wkdist.krr.hyper import element_counts, fit_mixing, species_baseline
 
-_pack = wkdist.engine.pack_structures
+_pack = wkdist.engine.api.pack_structures
 
 
 def smoothed_kernels(frames, settings: wkdist.KernelSettings, floor: float) -> np.ndarray:
@@ -40,11 +40,11 @@ def smoothed_kernels(frames, settings: wkdist.KernelSettings, floor: float) -> n
         packed.sigma2 = packed.sigma2 + floor**2  # g_sigma * g_s = g_sqrt(sigma^2 + s^2)
         return packed
 
-    wkdist.engine.pack_structures = pack
+    wkdist.engine.api.pack_structures = pack
     try:
         return wkdist.structure_kernels(frames, settings=settings).transpose(2, 0, 1)
     finally:
-        wkdist.engine.pack_structures = _pack
+        wkdist.engine.api.pack_structures = _pack
 
 
 def main() -> None:

@@ -35,11 +35,11 @@ import numpy as np
 import zarr
 
 import wkdist
-from wkdist.config import load_config
+from wkdist.app.config import load_config
 from wkdist.data.qm9 import load_qm9
-from wkdist.hyper import element_counts, fit_mixing, species_baseline
-from wkdist.model import baseline_values
-from wkdist.solve import predict_dense, solve_dense
+from wkdist.krr.hyper import element_counts, fit_mixing, species_baseline
+from wkdist.krr.model import baseline_values
+from wkdist.krr.solve import predict_dense, solve_dense
 
 MEV_PER_EV = 1000.0
 AUTHORS_MEV = 72.2  # the authors' released run, n_train 500 (qm9.out of their repository)
@@ -74,11 +74,11 @@ def pool_kernels(frames: list, y: np.ndarray, settings: wkdist.KernelSettings, p
     reads the store back; the store refuses to be reused for another pool or other settings.
     The cost is kept beside the store in ``<path>.cost.json``, rewritten after every tile.
     """
-    from wkdist.cluster import open_cluster
-    from wkdist.compute import compute_kernels
-    from wkdist.config import parse_config
-    from wkdist.dataset import Dataset
-    from wkdist.store import strict_reads
+    from wkdist.app.cluster import open_cluster
+    from wkdist.app.compute import compute_kernels
+    from wkdist.app.config import parse_config
+    from wkdist.app.dataset import Dataset
+    from wkdist.tiled.store import strict_reads
 
     config = parse_config({"data": {"source": "qm9", "n_train": len(frames), "n_test": 1},
                            "kernel": settings.to_dict(),

@@ -35,8 +35,8 @@ import numpy as np
 import zarr
 
 import wkdist
+from wkdist.app.export import write_extxyz
 from wkdist.data.qm9 import load_qm9
-from wkdist.export import write_extxyz
 
 MEV_PER_KCAL_MOL = 43.364104  # 1 kcal/mol in meV (their HARTREE_TO_KCAL_MOL conversion)
 AUTHORS_TEST_MAE_MEV = 1.6652190293458697 * MEV_PER_KCAL_MOL  # 72.2 meV
@@ -175,7 +175,7 @@ def main() -> int:
                                                          read_only=True), mode="r")[:, :6, :6]
     # the product path: the stored tiles equal the engine on the structures as read from the
     # files, bit for bit
-    from wkdist.dataset import read_frames
+    from wkdist.app.dataset import read_frames
 
     direct = np.moveaxis(wkdist.structure_kernels(read_frames(out / "train.extxyz")[:6],
                                                   settings=settings), -1, 0)

@@ -1,4 +1,4 @@
-"""Peak memory and time of the (c0, a, b) search (wkdist.hyper.fit_mixing) at m structures.
+"""Peak memory and time of the (c0, a, b) search (wkdist.krr.hyper.fit_mixing) at m structures.
 
 Synthetic PSD K^nu (Gaussian kernels of random features, nu_max 4), 10 folds, a small coarse
 grid without polishing (the memory does not depend on the number of shapes):
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from wkdist import hyper
+from wkdist.krr import hyper
 
 
 def main() -> None:

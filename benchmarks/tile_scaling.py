@@ -30,10 +30,11 @@ warnings.filterwarnings("ignore", message="Setting the shape on a NumPy array",
 
 import ase.io  # noqa: E402
 
-from wkdist.config import parse_config  # noqa: E402
-from wkdist.dataset import load_dataset  # noqa: E402
-from wkdist.graph import TRAIN, all_tiles, pack_block, tile_bounds, tile_values  # noqa: E402
-from wkdist.structures import species_of  # noqa: E402
+from wkdist.app.config import parse_config  # noqa: E402
+from wkdist.app.dataset import load_dataset  # noqa: E402
+from wkdist.engine.structures import species_of  # noqa: E402
+from wkdist.tiled.graph import pack_block, tile_values  # noqa: E402
+from wkdist.tiled.tiles import TRAIN, all_tiles, tile_bounds  # noqa: E402
 
 
 def frames_for(n: int, seed: int = 0) -> list:
@@ -92,7 +93,7 @@ def direct(data, settings, tile_size):
 def pipeline(root, xyz, args, workers):
     from distributed import Client, LocalCluster
 
-    from wkdist.compute import compute_kernels
+    from wkdist.app.compute import compute_kernels
 
     config = parse_config({
         "data": {"path": str(xyz), "target": "U", "n_train": args.n_train,
@@ -118,7 +119,7 @@ def pipeline(root, xyz, args, workers):
 def _warm(settings):
     from ase import Atoms
 
-    from wkdist.structures import pack_structures
+    from wkdist.engine.structures import pack_structures
 
     atoms = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
     packed = pack_structures([atoms], settings, species=np.array([1, 8]))

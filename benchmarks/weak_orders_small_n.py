@@ -2,7 +2,7 @@
 
 For ``--sets`` disjoint random sets of ``--n`` QM9 molecules (seeded), at the default kernel
 settings and each ``--normalization``: the per-element baseline, (c0, a, b) by 10-fold CV
-(``wkdist.hyper.fit_mixing``, as ``wkdist fit``), and each order's contribution c_nu times the
+(``wkdist.krr.hyper.fit_mixing``, as ``wkdist fit``), and each order's contribution c_nu times the
 mean diagonal of K^nu. A set is flagged when an order nu >= 1 contributes less than 1e-6 of the
 largest one: exactly the condition under which ``wkdist fit`` warns.
 
@@ -18,9 +18,9 @@ import time
 import numpy as np
 
 import wkdist
+from wkdist.app.pipeline import _weak_orders
 from wkdist.data.qm9 import load_qm9
-from wkdist.hyper import element_counts, fit_mixing, species_baseline
-from wkdist.pipeline import _weak_orders
+from wkdist.krr.hyper import element_counts, fit_mixing, species_baseline
 
 
 def main() -> None:

@@ -99,7 +99,7 @@ def reference(store_path: Path, xyz: Path, settings) -> tuple[np.ndarray, np.nda
 def read_kernels(store_path: Path) -> tuple[np.ndarray, np.ndarray]:
     import zarr
 
-    from wkdist.store import strict_reads
+    from wkdist.tiled.store import strict_reads
 
     group = zarr.open_group(store_path, mode="r")
     with strict_reads():

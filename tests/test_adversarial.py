@@ -288,7 +288,7 @@ def test_config_that_is_not_utf8(tmp_path):
 def test_lambda_max_far_too_large_is_warned_and_priced(tmp_path):
     """lambda_max 20 on 20 molecules: the plan's cost grows with lambda_max instead of saying
     "about 0 s", and reading the config warns with the factor."""
-    from wkdist.config import lambda_cost
+    from wkdist.app.config import lambda_cost
 
     config = make_case(tmp_path)
     status, small, err = wkdist("plan", config)

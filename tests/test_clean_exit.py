@@ -56,7 +56,7 @@ def test_a_busy_zarr_io_thread_at_exit_prints_nothing():
     machine makes it miss that; every process that writes stores waits for it instead."""
     code = textwrap.dedent("""
         import time
-        import wkdist.store
+        import wkdist.tiled.store
         from zarr.core.sync import _get_loop
 
         _get_loop().call_soon_threadsafe(time.sleep, 1.0)  # the thread is busy at exit

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from store_helpers import ASE_SHAPE_WARNING, read_kernels, reference, write_case
 
+from wkdist.app.config import load_config
 from wkdist.cli import main
-from wkdist.config import load_config
 
 pytestmark = ASE_SHAPE_WARNING
 

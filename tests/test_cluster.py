@@ -1,4 +1,4 @@
-"""wkdist.cluster: the local cluster is authenticated (per-run mutual TLS), a Ctrl-C while it
+"""wkdist.app.cluster: the local cluster is authenticated (per-run mutual TLS), a Ctrl-C while it
 starts is one line, and TLS directories of dead drivers are removed."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from store_helpers import ASE_SHAPE_WARNING, error_line, write_case
 
-from wkdist.cluster import TLS_OWNER, open_cluster, remove_stale_tls
-from wkdist.config import ComputeConfig
+from wkdist.app.cluster import TLS_OWNER, open_cluster, remove_stale_tls
+from wkdist.app.config import ComputeConfig
 
 pytestmark = ASE_SHAPE_WARNING
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from wkdist import REFERENCE_QM9, KernelSettings
-from wkdist.config import (
+from wkdist.app.config import (
     DEFAULT_TILE_SIZE,
     SECTIONS,
     Field,

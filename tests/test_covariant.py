@@ -22,8 +22,8 @@ from scipy.spatial.transform import Rotation
 from store_helpers import ASE_SHAPE_WARNING, error_line, random_atoms
 from store_helpers import wkdist_cli as wkdist
 
-from wkdist.model import load_model
-from wkdist.targets import tensor_matrices, to_spherical
+from wkdist.engine.targets import tensor_matrices, to_spherical
+from wkdist.krr.model import load_model
 
 pytestmark = ASE_SHAPE_WARNING
 

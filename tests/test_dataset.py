@@ -7,8 +7,8 @@ import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 from store_helpers import ASE_SHAPE_WARNING, molecule, molecules
 
-from wkdist.config import DataConfig
-from wkdist.dataset import load_dataset, read_frames, read_targets
+from wkdist.app.config import DataConfig
+from wkdist.app.dataset import load_dataset, read_frames, read_targets
 from wkdist.errors import DataError
 
 pytestmark = ASE_SHAPE_WARNING

@@ -14,9 +14,9 @@ from store_helpers import wkdist_cli as wkdist_main
 from test_pipeline import random_molecules, write_xyz
 
 import wkdist
-from wkdist.dataset import read_frames
-from wkdist.estimator import WignerCalculator, WignerKernelRidge
-from wkdist.model import baseline_values
+from wkdist.app.dataset import read_frames
+from wkdist.krr.estimator import WignerCalculator, WignerKernelRidge
+from wkdist.krr.model import baseline_values
 
 pytestmark = ASE_SHAPE_WARNING
 
@@ -81,6 +81,13 @@ def test_save_load_and_wkdist_predict_read_the_same_model(case, tmp_path):
     # and the model directory that `wkdist run` wrote loads as an estimator
     from_run = WignerKernelRidge.load(case["dir"] / "out" / "model")
     np.testing.assert_allclose(from_run.predict(case["test"]), case["predictions"], rtol=1e-10)
+    # saving again replaces a model; a directory holding anything else is never deleted
+    model.save(tmp_path / "model")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(wkdist.DataError, match="is not a wkdist model directory"):
+        model.save(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
 
 def test_constructor_stores_only_and_params_round_trip():

@@ -11,8 +11,8 @@ import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 from store_helpers import ASE_SHAPE_WARNING, error_line, molecules, wkdist_cli, write_case
 
-from wkdist.config import DataConfig, load_config
-from wkdist.dataset import Dataset, load_dataset
+from wkdist.app.config import DataConfig, load_config
+from wkdist.app.dataset import Dataset, load_dataset
 
 pytestmark = ASE_SHAPE_WARNING
 

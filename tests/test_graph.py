@@ -6,9 +6,10 @@ import pytest
 from store_helpers import ASE_SHAPE_WARNING, molecules, read_kernels, reference, write_case
 
 from wkdist import KernelSettings
-from wkdist.compute import compute_kernels
-from wkdist.config import load_config
-from wkdist.graph import TEST, TRAIN, Tile, all_tiles, build_graph
+from wkdist.app.compute import compute_kernels
+from wkdist.app.config import load_config
+from wkdist.tiled.graph import build_graph
+from wkdist.tiled.tiles import TEST, TRAIN, Tile, all_tiles
 
 pytestmark = ASE_SHAPE_WARNING
 

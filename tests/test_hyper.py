@@ -1,4 +1,4 @@
-"""Choosing the kernel mixing by cross-validation (wkdist.hyper) and the per-element baseline."""
+"""Choosing the kernel mixing by cross-validation (wkdist.krr.hyper), the element baseline."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from wkdist import hyper
+from wkdist.krr import hyper
 
 
 def _synthetic(n, seed, *, c0=0.5, a=2.0, b=0.7, nu_max=3, noise=1.0, with_k0=True):

@@ -1,4 +1,4 @@
-"""wkdist.lock with real processes: a second writer of a store or an output directory exits 2
+"""wkdist.tiled.lock with real processes: a second writer of a store or an output directory exits 2
 naming the holder, and the lock of a killed process is taken over."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ pytestmark = ASE_SHAPE_WARNING
 
 HOLD = """
 import sys, time
-from wkdist.lock import hold
+from wkdist.tiled.lock import hold
 with hold(sys.argv[1], what="store", command="test holder"):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))
@@ -62,7 +62,7 @@ def test_second_writer_exits_2_naming_the_holder(tmp_path):
 def test_output_directory_lock(tmp_path):
     config = write_case(tmp_path, n=10, n_train=6, n_test=3, tile_size=3, workers=1)
     out = tmp_path / "out"
-    from wkdist.lock import hold
+    from wkdist.tiled.lock import hold
 
     script = HOLD.replace('what="store"', 'what="output directory"')
     with holder(out, 60, script) as process:
@@ -81,7 +81,7 @@ def test_stale_lock_of_a_killed_process_is_taken_over(tmp_path):
         process.wait()
     sidecar = tmp_path / ".store.zarr.lock.owner"
     assert json.loads(sidecar.read_text())["pid"] == process.pid  # left behind by the kill
-    from wkdist.lock import hold
+    from wkdist.tiled.lock import hold
 
     with hold(store, what="store", command="taker"):
         assert json.loads(sidecar.read_text())["pid"] == os.getpid()
@@ -90,7 +90,7 @@ def test_stale_lock_of_a_killed_process_is_taken_over(tmp_path):
 
 def test_lock_waits_when_asked(tmp_path):
     from wkdist.errors import LockedError
-    from wkdist.lock import hold
+    from wkdist.tiled.lock import hold
 
     store = tmp_path / "store.zarr"
     with holder(store, 2):

@@ -1,4 +1,4 @@
-"""wkdist.model: save_model / load_model round trip, Model.predict, and refusals."""
+"""wkdist.krr.model: save_model / load_model round trip, Model.predict, and refusals."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from store_helpers import ASE_SHAPE_WARNING, random_atoms
 
 from wkdist import KernelSettings, structure_kernels
 from wkdist.errors import StoreError
-from wkdist.model import FORMAT_VERSION, Part, baseline_values, load_model, save_model
+from wkdist.krr.model import FORMAT_VERSION, Part, baseline_values, load_model, save_model
 
 pytestmark = ASE_SHAPE_WARNING
 SETTINGS = KernelSettings(nu_max=2, lambda_max=2)

@@ -1,4 +1,4 @@
-"""wkdist.outputs: predictions.csv and results.json writers."""
+"""wkdist.app.outputs: predictions.csv and results.json writers."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import os
 import numpy as np
 import pytest
 
-from wkdist import outputs
-from wkdist.outputs import write_json, write_predictions, write_report
+from wkdist.app import outputs
+from wkdist.app.outputs import write_json, write_predictions, write_report
 
 AWKWARD = [1 / 3, -0.1 - 0.2, 1e-300, 5e-324, -1.7976931348623157e308, 123456789.12345679,
            2.0 ** 0.5, -0.0, 0.0, 7.0]

@@ -87,38 +87,11 @@ def test_built_in_example_runs_at_the_default_kernel_settings(tmp_path):
     import tomllib
     from importlib import resources
 
-    from wkdist.config import parse_config
-    from wkdist.pipeline import DEFAULT_CONFIG
+    from wkdist.app.config import parse_config
+    from wkdist.app.pipeline import DEFAULT_CONFIG
 
     text = resources.files("wkdist").joinpath(DEFAULT_CONFIG).read_text()
     assert "kernel" not in tomllib.loads(text)
     config = parse_config(tomllib.loads(text), base_dir=tmp_path, source=tmp_path / "c.toml")
     assert config.kernel == wkdist.KernelSettings()
     assert (config.data.source, config.data.n_train, config.data.n_test) == ("qm9", 500, 120)
-
-
-def test_no_two_modules_import_each_other():
-    """Module-level relative imports of the package form no 2-cycle (the command modules
-    register through wkdist.commands; only wkdist.cli imports them)."""
-    import ast
-    import itertools
-    from pathlib import Path
-
-    root = Path(wkdist.__file__).parent
-    imports: dict[str, set[str]] = {}
-    for path in root.rglob("*.py"):
-        parts = ("wkdist",) + path.relative_to(root).with_suffix("").parts
-        package = parts if path.name == "__init__.py" else parts[:-1]
-        name = ".".join(parts[:-1] if path.name == "__init__.py" else parts)
-        found = set()
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.ImportFrom) and node.level:
-                base = ".".join(package[: len(package) - node.level + 1]
-                                + ((node.module,) if node.module else ()))
-                found.add(base)
-                found.update(f"{base}.{alias.name}" for alias in node.names)
-        imports[name] = found - {name}
-    assert len(imports) > 20
-    mutual = [(a, b) for a, b in itertools.combinations(sorted(imports), 2)
-              if b in imports[a] and a in imports[b]]
-    assert mutual == []

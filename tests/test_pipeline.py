@@ -24,8 +24,8 @@ from store_helpers import ASE_SHAPE_WARNING, error_line, random_atoms
 from store_helpers import wkdist_cli as wkdist
 
 from wkdist import KernelSettings, structure_kernels
-from wkdist.config import load_config
-from wkdist.dataset import load_dataset
+from wkdist.app.config import load_config
+from wkdist.app.dataset import load_dataset
 
 pytestmark = ASE_SHAPE_WARNING
 
@@ -65,7 +65,7 @@ def write_xyz(path: Path, frames: list) -> None:
 
 
 def read_xyz(path: Path) -> list:
-    from wkdist.dataset import read_frames
+    from wkdist.app.dataset import read_frames
 
     return read_frames(path)
 
@@ -438,7 +438,7 @@ def test_a_switched_off_body_order_is_reported(done, tmp_path):
 
 
 def test_weak_order_message_names_the_search():
-    from wkdist.pipeline import _weak_orders
+    from wkdist.app.pipeline import _weak_orders
 
     values, message = _weak_orders([2.0, 1.0, 3e-11, 1e-12], np.array([1.0, 4.0, 2.0, 1.0]),
                                    label=" (lambda = 1)", search={"n_used": 45})

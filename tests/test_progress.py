@@ -4,8 +4,8 @@ import io
 
 import pytest
 
-from wkdist import progress
-from wkdist.progress import Progress, format_duration
+from wkdist.app import progress
+from wkdist.app.progress import Progress, format_duration
 
 
 class Clock:
@@ -107,7 +107,7 @@ def test_timer_thread_prints_while_no_tile_finishes() -> None:
 
 
 def test_run_and_kernels_take_the_same_progress_options() -> None:
-    from wkdist.cli import _parser
+    from wkdist.cli.main import _parser
 
     parser = _parser()
     for argv in (["kernels", "c.toml"], ["run", "--out", "d"]):

@@ -160,10 +160,10 @@ def test_slurm_store_identical_to_local(slurm, local_reference, tmp_path, capsys
 
 def test_slurm_cancelled_workers_are_replaced(slurm, local_reference, tmp_path, capsys):
     """scancel every worker job after the first tile: the run replaces them and finishes."""
-    from wkdist.cluster import open_cluster
-    from wkdist.compute import compute_kernels
-    from wkdist.config import load_config
-    from wkdist.store import open_store, progress_counts
+    from wkdist.app.cluster import open_cluster
+    from wkdist.app.compute import compute_kernels
+    from wkdist.app.config import load_config
+    from wkdist.tiled.store import open_store, progress_counts
 
     name = f"wkdist-test-{uuid.uuid4().hex[:8]}"
     config = load_config(slurm_case(tmp_path, workers=1, slurm={"job_name": name}, **CASE))

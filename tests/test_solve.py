@@ -1,4 +1,4 @@
-"""The tiled, checkpointed Cholesky KRR solve (wkdist.solve) against dense LAPACK."""
+"""The tiled, checkpointed Cholesky KRR solve (wkdist.krr.solve) against dense LAPACK."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import pytest
 import scipy.linalg
 import zarr
 
-from wkdist import NotPositiveDefiniteError, solve
+from wkdist import NotPositiveDefiniteError
+from wkdist.krr import solve
 
 N, CHUNK, TILE, DEPTH = 203, 32, 50, 3  # n is a multiple of neither the chunk nor the tile
 COEFFICIENTS = [0.7, 0.05, 0.3]
@@ -205,7 +206,7 @@ _KILL_SCRIPT = textwrap.dedent("""
 
     class Slow(WorkerPlugin):
         def setup(self, worker):
-            import wkdist.solve as s
+            import wkdist.krr.solve as s
             original = s._task_fin
             def slow(*args):
                 time.sleep(0.4)
@@ -213,7 +214,7 @@ _KILL_SCRIPT = textwrap.dedent("""
             s._task_fin = slow
 
     if __name__ == "__main__":
-        from wkdist import solve
+        from wkdist.krr import solve
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                           dashboard_address=":0") as cluster, Client(cluster) as client:
             client.register_plugin(Slow())

@@ -5,11 +5,12 @@ import pytest
 from store_helpers import ASE_SHAPE_WARNING, molecules, read_kernels, reference
 
 from wkdist import KernelSettings
-from wkdist.config import DataConfig
-from wkdist.dataset import load_dataset
+from wkdist.app.config import DataConfig
+from wkdist.app.dataset import load_dataset
+from wkdist.engine.structures import species_of
 from wkdist.errors import StoreError
-from wkdist.graph import TEST, TRAIN, Tile, pack_block, tile_bounds, tile_values
-from wkdist.store import (
+from wkdist.tiled.graph import pack_block, tile_values
+from wkdist.tiled.store import (
     create_store,
     missing_tiles,
     open_store,
@@ -17,7 +18,7 @@ from wkdist.store import (
     strict_reads,
     verify_tiles,
 )
-from wkdist.structures import species_of
+from wkdist.tiled.tiles import TEST, TRAIN, Tile, tile_bounds
 
 pytestmark = ASE_SHAPE_WARNING
 SETTINGS = KernelSettings(nu_max=2, lambda_max=2)

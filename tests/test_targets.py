@@ -1,4 +1,4 @@
-"""wkdist.targets: shapes of vector/tensor targets and their irreducible parts.
+"""wkdist.engine.targets: shapes of vector/tensor targets and their irreducible parts.
 
 The parts must transform exactly like the rows of the equivariant kernels (Y(Q r) = D Y(r)),
 checked against D matrices fitted from the independent harmonics of tests/wkref.py.
@@ -13,8 +13,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 from wkref import real_harmonics, wigner_d_from_harmonics
 
-from wkdist.errors import DataError
-from wkdist.targets import (
+from wkdist.engine.targets import (
     from_spherical,
     lambdas_of,
     normalize_targets,
@@ -23,6 +22,7 @@ from wkdist.targets import (
     tensor_matrices,
     to_spherical,
 )
+from wkdist.errors import DataError
 
 
 def random_tensors(n: int, seed: int) -> np.ndarray:

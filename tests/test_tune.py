@@ -1,4 +1,4 @@
-"""`wkdist tune`: the kernel-hyperparameter search (wkdist/tune.py), end to end on tiny data.
+"""`wkdist tune`: the kernel-hyperparameter search (wkdist/app/tune.py), end to end on tiny data.
 
 The data: 60 random H/C/O molecules of 3-6 atoms whose target is generated from a Wigner
 kernel of known gaussian_width (0.2 Å): y = (K^1 + K^2 / 2)(x, anchors) @ w over 8 anchor
@@ -25,8 +25,8 @@ import scipy.linalg
 from store_helpers import ASE_SHAPE_WARNING, random_atoms
 
 from wkdist import KernelSettings, structure_kernels
+from wkdist.app.config import load_config
 from wkdist.cli import main
-from wkdist.config import load_config
 
 pytestmark = ASE_SHAPE_WARNING
 
@@ -165,7 +165,7 @@ def test_reproducible_under_a_budget(case, search):
 
 
 def test_interrupted_search_resumes_without_repeating(case, search, monkeypatch):
-    from wkdist import hyper
+    from wkdist.krr import hyper
 
     config = write_config(case, [GRID, f"n_search = {N_TRAIN}", "folds = 4", "seed = 0",
                                  "refine_rounds = 1", "max_candidates = 4"], name="resume.toml")
@@ -355,7 +355,7 @@ def dense_cv_parts(frames: list, settings: KernelSettings, parts: dict, coeffici
     """CV predictions per structure of each part (n, 2 lambda + 1), from kernels computed here
     by the engine and a dense solve per fold of the split fit_mixing uses."""
     from wkdist import equivariant_structure_kernels
-    from wkdist.hyper import kfold_splits
+    from wkdist.krr.hyper import kfold_splits
 
     n = len(frames)
     out = {}
@@ -393,7 +393,7 @@ def coefficients_of(c0: float, a: float, b: float) -> np.ndarray:
 def test_tune_vector_target_scores_the_mean_error_norm(xtb_case, tmp_path):
     """Dipoles: (a, b) of the lambda = 1 part by CV, each candidate scored by the mean norm of
     a structure's CV error (checked against a dense computation); best.toml runs unchanged."""
-    from wkdist.targets import to_spherical
+    from wkdist.engine.targets import to_spherical
 
     directory, frames = xtb_case
     config = write_xtb_config(directory, "dipole", ["gaussian_width = [0.1, 0.3]"],
@@ -423,8 +423,8 @@ def test_tune_vector_target_scores_the_mean_error_norm(xtb_case, tmp_path):
 def test_tune_tensor_target_scores_the_frobenius_error_norm(xtb_case):
     """Polarizabilities: each part's (a, b) by CV; the score is the mean Frobenius norm of the
     3 x 3 CV error, here rebuilt in Cartesian form from dense per-part predictions."""
-    from wkdist.hyper import element_counts, species_baseline
-    from wkdist.targets import from_spherical, tensor_matrices, to_spherical
+    from wkdist.engine.targets import from_spherical, tensor_matrices, to_spherical
+    from wkdist.krr.hyper import element_counts, species_baseline
 
     directory, frames = xtb_case
     config = write_xtb_config(directory, "alpha", ["gaussian_width = [0.3]", "nu_max = [1, 2]"],
@@ -466,3 +466,42 @@ def test_tune_refuses_a_lambda_max_below_the_target(xtb_case, tmp_path):
     assert lines[0] == ("wkdist: error: [tune] lambda_max: a tensor target 'alpha' needs "
                         "lambda_max >= 2, got 1")
     assert not (tmp_path / "low").exists()
+
+
+def test_best_toml_keeps_every_key_of_the_config(tmp_path):
+    """best.toml is the user's document edited: [kernel] replaced, [store] moved, data paths
+    made absolute, [tune] and [fit] coefficients dropped; every other key, however rare, kept."""
+    import tomllib
+
+    from wkdist.app.tune import config_toml
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "train.xyz").write_text("")
+    (tmp_path / "sub" / "test.xyz").write_text("")
+    source = tmp_path / "config.toml"
+    source.write_text(
+        '[data]\ntrain = "sub/train.xyz"\ntest = "sub/test.xyz"\ntarget = "U"\nunit = "eV"\n'
+        "[kernel]\ncutoff = 4.5\nnu_max = 3\n"
+        '[compute]\ntile_size = 64\nworkers = 3\nthreads_per_worker = 2\n'
+        'dashboard_address = ":0"\n'
+        '[store]\npath = "elsewhere.zarr"\n'
+        '[fit]\nregularization = 0.01\nfolds = 4\nseed = 9\nmode = "kfold"\n'
+        'baseline = false\nmax_search = 123\nlearning_curve = [10, 20]\n'
+        "coefficients = [1.0, 0.5, 0.25, 0.125]\n"
+        "[tune]\ncutoff = [4.0, 5.0]\nfolds = 3\n")
+    config = load_config(source)
+    winner = KernelSettings(cutoff=5.0, nu_max=3, gaussian_width=0.07)
+    text = config_toml(config, winner, header=["first line", "second"])
+    assert text.startswith("# first line\n# second\n")
+    written = tomllib.loads(text)
+    expected = tomllib.loads(source.read_text())
+    del expected["tune"], expected["fit"]["coefficients"]
+    expected["kernel"] = winner.to_dict()
+    expected["store"]["path"] = "store"
+    for key in ("train", "test"):
+        expected["data"][key] = str((tmp_path / "sub" / f"{key}.xyz").resolve())
+    assert written == expected
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "best.toml").write_text(text)
+    again = load_config(tmp_path / "out" / "best.toml")
+    assert again.kernel == winner and again["fit"].max_search == 123

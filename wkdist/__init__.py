@@ -6,6 +6,7 @@ in neither ase nor dask nor zarr.
 
 import importlib as _importlib
 
+from .engine.settings import REFERENCE_QM9, KernelSettings
 from .errors import (
     ConfigError,
     DataError,
@@ -16,15 +17,14 @@ from .errors import (
     StructureError,
     WkdistError,
 )
-from .settings import REFERENCE_QM9, KernelSettings
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "structure_kernels": "wkdist.engine",
-    "equivariant_structure_kernels": "wkdist.engine",
-    "WignerKernelRidge": "wkdist.estimator",
-    "WignerCalculator": "wkdist.estimator",
+    "structure_kernels": "wkdist.engine.api",
+    "equivariant_structure_kernels": "wkdist.engine.api",
+    "WignerKernelRidge": "wkdist.krr.estimator",
+    "WignerCalculator": "wkdist.krr.estimator",
 }
 
 __all__ = [

@@ -44,7 +44,7 @@ import scipy.linalg
 import scipy.optimize
 from threadpoolctl import threadpool_limits
 
-from .errors import DataError, NotPositiveDefiniteError
+from ..errors import DataError, NotPositiveDefiniteError
 
 __all__ = [
     "MixingResult",

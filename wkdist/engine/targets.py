@@ -30,8 +30,8 @@ import math
 
 import numpy as np
 
-from .errors import DataError
-from .kernels.harmonics import real_spherical_harmonics
+from ..errors import DataError
+from ..kernels.harmonics import real_spherical_harmonics
 
 __all__ = [
     "KINDS",

@@ -14,12 +14,12 @@ Layout (format 2): a zarr 3 group with
   or attributes do not match it (damaged, truncated, hand-edited, chunk deleted).
 The model is exactly y_hat(x) = b(x) + sum_j K_mix(x, x_j) alpha_j (README, "Outputs").
 
-Vector and tensor targets (``wkdist.targets``) have one such model per irreducible part lambda:
-attribute ``kind`` ("vector" or "tensor"; absent for scalars) and ``parts`` = [{``lambda``,
+Vector and tensor targets (``wkdist.engine.targets``) have one such model per irreducible part
+lambda: attribute ``kind`` ("vector" or "tensor"; absent for scalars) and ``parts`` = [{``lambda``,
 ``coefficients``, ``regularization``, ``baseline``}], weights in ``alpha`` (lambda = 0) and
 ``alpha_lambda<L>`` ((n_train (2L + 1),), row = structure * (2L + 1) + mu). Part lambda predicts
 y_lambda(x)_mu = b(x) [lambda = 0] + sum_{j, mu'} K^lambda_mix(x, x_j)_{mu mu'} alpha_{j mu'};
-the parts are put together into Cartesian form by ``wkdist.targets.from_spherical``.
+the parts are put together into Cartesian form by ``wkdist.engine.targets.from_spherical``.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 from zarr.codecs import Crc32cCodec
 
-from .engine import kernel_block
-from .errors import DataError, SettingsError, StoreError
-from .settings import KernelSettings
-from .structures import check_frames, pack_structures, species_of
+from ..engine.api import kernel_block
+from ..engine.settings import KernelSettings
+from ..engine.structures import check_frames, pack_structures, species_of
+from ..errors import DataError, SettingsError, StoreError
 
 __all__ = ["Model", "Part", "save_model", "load_model", "verify_model", "baseline_values",
            "FORMAT", "FORMAT_VERSION"]
@@ -153,14 +153,14 @@ class Model:
 
     def predict(self, frames: Sequence[Atoms], *, client: Any = None,
                 allow_unseen_elements: bool = False) -> np.ndarray:
-        """Predictions in the stored Cartesian form: (n,), (n, 3) or (n, 6) (wkdist.targets).
+        """Predictions in the stored Cartesian form: (n,), (n, 3) or (n, 6) (wkdist.engine.targets).
 
         A structure with an element the training set never had gets NaN (its kernel with every
         training structure misses that element and the baseline has no weight for it: the
         number would be off by about that element's energy), unless ``allow_unseen_elements``,
         which gives such elements a zero kernel and a zero baseline weight.
         """
-        from .targets import from_spherical
+        from ..engine.targets import from_spherical
 
         values = {}
         for part in self.parts:
@@ -195,8 +195,12 @@ def _part_attrs(part: Part) -> dict[str, Any]:
 def save_model(directory: Path | str, *, parts: Sequence[Part], kind: str = "scalar",
                train_frames: Sequence[Atoms], settings: KernelSettings, target: str,
                unit: str | None, wkdist_version: str) -> Path:
-    """Write the model to ``directory`` atomically: a complete model or none at all."""
+    """Write the model to ``directory`` atomically: a complete model or none at all. An
+    existing model there is replaced; any other existing path is refused (never deleted)."""
     directory = Path(directory)
+    if directory.exists() and not _holds_model(directory):
+        raise DataError(f"{directory}: exists and is not a wkdist model directory; refusing to "
+                        "replace it (choose a new path)")
     staging = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.partial")
     group = zarr.open_group(staging, mode="w")
     arrays = {_alpha_name(p.lam): np.asarray(p.alpha, dtype=np.float64) for p in parts}
@@ -221,6 +225,14 @@ def save_model(directory: Path | str, *, parts: Sequence[Part], kind: str = "sca
         shutil.rmtree(directory)
     os.replace(staging, directory)
     return directory
+
+
+def _holds_model(directory: Path) -> bool:
+    try:
+        meta = json.loads((directory / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("attributes", {}).get("format") == FORMAT
 
 
 def _file_checksums(directory: Path) -> dict[str, list[int]]:

@@ -1,10 +1,10 @@
-"""Tiles of the kernel matrices and the Dask graph that computes them.
+"""The Dask graph that computes the kernel tiles.
 
-Layering: this module knows the engine and the tile geometry, not the store. A tile task is
-handed a ``write`` callable (``wkdist.store.TileWriter``, a small picklable object holding the
-store path) and calls it with the finished values; the store imports this module for the tile
-geometry, never the other way round. The per-tile functions below are plain functions of plain
-values: they know nothing about Dask and can be called directly (the benchmark does).
+Layering: this module knows the engine and the tile geometry (``wkdist.tiled.tiles``), not the
+store. A tile task is handed a ``write`` callable (``wkdist.tiled.store.TileWriter``, a small
+picklable object holding the store path) and calls it with the finished values. The per-tile
+functions below are plain functions of plain values: they know nothing about Dask and can be
+called directly (the benchmark does).
 """
 
 from __future__ import annotations
@@ -17,100 +17,23 @@ import numpy as np
 from ase import Atoms
 from dask.base import tokenize
 
-from .engine import kernel_block
-from .kernels.wigner import PackedArrays
-from .settings import KernelSettings
-from .structures import pack_structures
+from ..engine.api import kernel_block
+from ..engine.settings import KernelSettings
+from ..engine.structures import pack_structures
+from ..kernels.wigner import PackedArrays
+from .tiles import (
+    Tile,
+    is_train,
+    tile_bounds,
+)
 
 __all__ = [
-    "TRAIN",
-    "TEST",
-    "kernel_array",
-    "array_lambda",
-    "is_train",
-    "Tile",
-    "tile_bounds",
-    "matrix_bounds",
-    "all_tiles",
     "pack_block",
     "tile_values",
     "run_tile",
     "TileResult",
     "build_graph",
 ]
-
-TRAIN = "K_train"  # (nu_max + 1, n_train, n_train): tiles I <= J computed, the rest mirrored
-TEST = "K_test"  # (nu_max + 1, n_test, n_train): every tile computed
-# Equivariant kernels (vector and tensor targets) of order lambda >= 1 live in
-# K_train_lambda<L> / K_test_lambda<L>: each structure owns 2L + 1 consecutive rows and columns
-# (row = structure * (2L + 1) + mu), so a tile of T structures is a (T (2L+1))^2 block.
-
-
-def kernel_array(side: str, lam: int) -> str:
-    """Array name of the train or test kernels of order ``lam``."""
-    base = TRAIN if side == "train" else TEST
-    return base if lam == 0 else f"{base}_lambda{lam}"
-
-
-def array_lambda(name: str) -> int:
-    """lambda of a kernel array name (0 for K_train / K_test)."""
-    _, _, suffix = name.partition("_lambda")
-    return int(suffix) if suffix else 0
-
-
-def is_train(name: str) -> bool:
-    return name.startswith(TRAIN)
-
-
-@dataclass(frozen=True, order=True)
-class Tile:
-    """Tile (row, col) of ``array``: structures row*T .. against structures col*T .."""
-
-    array: str
-    row: int
-    col: int
-
-    @property
-    def mirrored(self) -> bool:
-        """True for a train tile above the diagonal: its task also writes (col, row)."""
-        return is_train(self.array) and self.row != self.col
-
-    @property
-    def lam(self) -> int:
-        return array_lambda(self.array)
-
-    def __str__(self) -> str:
-        return f"{self.array}[{self.row},{self.col}]"
-
-
-def tile_bounds(index: int, tile_size: int, n: int) -> slice:
-    """Structures of tile row/column ``index``; the last one may be shorter."""
-    return slice(index * tile_size, min((index + 1) * tile_size, n))
-
-
-def n_blocks(n: int, tile_size: int) -> int:
-    return -(-n // tile_size)
-
-
-def matrix_bounds(index: int, tile_size: int, n: int, lam: int) -> slice:
-    """Matrix rows/columns of tile row/column ``index`` in an array of order ``lam``."""
-    d = 2 * lam + 1
-    structures = tile_bounds(index, tile_size, n)
-    return slice(structures.start * d, structures.stop * d)
-
-
-def all_tiles(n_train: int, n_test: int, tile_size: int,
-              lambdas: Sequence[int] = (0,)) -> list[Tile]:
-    """Every tile a complete store needs, in a fixed order: per lambda, the train upper
-    triangle, then the test tiles."""
-    nt, ns = n_blocks(n_train, tile_size), n_blocks(n_test, tile_size)
-    tiles = []
-    for lam in lambdas:
-        train, test = kernel_array("train", lam), kernel_array("test", lam)
-        tiles += [Tile(train, i, j) for i in range(nt) for j in range(i, nt)]
-        tiles += [Tile(test, i, j) for i in range(ns) for j in range(nt)]
-    return tiles
-
 
 # --------------------------------------------------------------------------- per-tile functions
 

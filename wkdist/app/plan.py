@@ -8,19 +8,17 @@ The projected cost uses one measured throughput constant, ``PAIRS_PER_CORE_SECON
 QM9 structure pairs per core-second, measured by ``benchmarks/tile_scaling.py`` at nu_max = 4,
 lambda_max = 3 (one numba thread per worker process, Dask + zarr + fsync included). Other
 data (bigger structures, periodic cells) and settings (higher nu_max or lambda_max) cost more
-per pair; the cost is scaled for lambda_max by ``wkdist.config.lambda_cost`` (the engine's
+per pair; the cost is scaled for lambda_max by ``wkdist.app.config.lambda_cost`` (the engine's
 measured growth), other settings not: scale the figure with a short measured run
 (`wkdist kernels` prints the pairs/s it reached).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
+from collections.abc import Iterator
+from pathlib import Path
 
-from .commands import command
-
-__all__ = ["PAIRS_PER_CORE_SECOND", "tile_plan"]
+__all__ = ["PAIRS_PER_CORE_SECOND", "tile_plan", "plan_lines"]
 
 # Measured by benchmarks/tile_scaling.py on QM9 at nu_max = 4, lambda_max = 3 (see above).
 PAIRS_PER_CORE_SECOND = 525.0
@@ -54,7 +52,7 @@ def tile_plan(n_train: int, n_test: int, tile_size: int, nu_max: int,
     ``pairs`` counts structure pairs over every kernel order; ``pair_cost`` weighs them by
     LAMBDA_COST (lambda = 0 pairs).
     """
-    from .graph import all_tiles, is_train, n_blocks, tile_bounds
+    from ..tiled.tiles import all_tiles, is_train, n_blocks, tile_bounds
 
     tile = min(tile_size, max(n_train, n_test))
     tiles = all_tiles(n_train, n_test, tile, lambdas)
@@ -84,7 +82,7 @@ def tile_plan(n_train: int, n_test: int, tile_size: int, nu_max: int,
 def _target_parts(data) -> tuple[str, tuple[int, ...], int]:
     """(kind, lambdas, components) of the target, from the first structure of the data file
     (QM9 targets are scalars)."""
-    from .targets import lambdas_of, target_kind
+    from ..engine.targets import lambdas_of, target_kind
 
     if data.source == "qm9":
         return "scalar", (0,), 1
@@ -99,19 +97,11 @@ def _target_parts(data) -> tuple[str, tuple[int, ...], int]:
     return kind, lambdas_of(kind), 1 if y.ndim == 1 else y.shape[1]
 
 
-def _plan_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="configuration file (TOML)")
-    parser.add_argument("--no-check", dest="check", action="store_false",
-                        help="SLURM: do not ask the controller about the worker job "
-                             "(sbatch --test-only)")
-
-
-@command("plan", "what a run would compute, store and cost; SLURM: the worker job script "
-                 "(nothing is computed or submitted)", _plan_arguments)
-def _plan(args: argparse.Namespace) -> int:
+def plan_lines(config_path: str | Path, *, check: bool = True) -> Iterator[str]:
+    """The report of ``wkdist plan``, line by line (SLURM: ``check`` asks sbatch --test-only)."""
     from .config import LAMBDA_COST_POWER, lambda_cost, load_config
 
-    config = load_config(args.config)
+    config = load_config(config_path)
     data, compute = config.data, config.compute
     if data.n_train is not None and data.n_test is not None:
         n_train, n_test, where = data.n_train, data.n_test, "from the configuration"
@@ -123,37 +113,36 @@ def _plan(args: argparse.Namespace) -> int:
         where = "counted in the data files"
     kind, lambdas, components = _target_parts(data)
     p = tile_plan(n_train, n_test, compute.tile_size, config.kernel.nu_max, components, lambdas)
-    say = print
-    say(f"plan for {args.config}")
-    say(f"data: {n_train} train, {n_test} test structures ({where}); {kind} target, kernel "
+    yield (f"plan for {config_path}")
+    yield (f"data: {n_train} train, {n_test} test structures ({where}); {kind} target, kernel "
         f"orders lambda = {', '.join(map(str, lambdas))}")
-    say(f"tiles: tile_size {p['tile_size']}; K_train grid {p['grid_train'][0]} x "
+    yield (f"tiles: tile_size {p['tile_size']}; K_train grid {p['grid_train'][0]} x "
         f"{p['grid_train'][1]}, K_test grid {p['grid_test'][0]} x {p['grid_test'][1]}")
-    say(f"tiles: {p['train_tiles']} of K_train computed ({p['mirrored']} more written as "
+    yield (f"tiles: {p['train_tiles']} of K_train computed ({p['mirrored']} more written as "
         f"transposed mirrors), {p['test_tiles']} of K_test")
-    say(f"tasks: {p['tasks']} tile tasks + {p['pack_tasks']} packing tasks")
-    say(f"store: {_bytes(p['bytes'])} in {p['chunks']} kernel chunks "
+    yield (f"tasks: {p['tasks']} tile tasks + {p['pack_tasks']} packing tasks")
+    yield (f"store: {_bytes(p['bytes'])} in {p['chunks']} kernel chunks "
         f"(float64, nu_max + 1 = {config.kernel.nu_max + 1} channels) at {config.store.path}")
-    _store_state(config)
+    yield from _store_state(config)
     pairs = p["pairs"]
     scale = lambda_cost(config.kernel.lambda_max)
     core_s = p["pair_cost"] * scale / PAIRS_PER_CORE_SECOND
     cores = _cores(compute)
-    say(f"cost: {pairs:,} structure pairs = {core_s / 3600:,.2f} core-hours at "
+    yield (f"cost: {pairs:,} structure pairs = {core_s / 3600:,.2f} core-hours at "
         f"{PAIRS_PER_CORE_SECOND:.0f} pairs per core-second (QM9, nu_max 4, lambda_max 3, "
         "benchmarks/tile_scaling.py; lambda >= 1 pairs weighted by their measured extra cost; "
         "other data and settings differ)")
     if config.kernel.lambda_max != 3:
-        say(f"cost: includes x{scale:,.3g} per pair for lambda_max {config.kernel.lambda_max} "
+        yield (f"cost: includes x{scale:,.3g} per pair for lambda_max {config.kernel.lambda_max} "
             f"(about ((lambda_max + 1) / 4)^{LAMBDA_COST_POWER:g}, measured at lambda_max 3, "
             "6 and 9)")
-    say(f"cost: about {_hours(core_s / cores)} of wall time on {cores} cores "
+    yield (f"cost: about {_hours(core_s / cores)} of wall time on {cores} cores "
         f"({_workers(compute)} x threads_per_worker {compute.threads_per_worker}), not "
         "counting queue waits")
     if compute.cluster == "slurm":
-        return _plan_slurm(config, check=args.check)
-    say(f"cluster: {compute.cluster}")
-    return 0
+        yield from _plan_slurm(config, check=check)
+        return
+    yield (f"cluster: {compute.cluster}")
 
 
 def _workers(compute) -> str:
@@ -166,24 +155,25 @@ def _cores(compute) -> int:
     return (compute.adaptive_maximum or compute.workers) * compute.threads_per_worker
 
 
-def _store_state(config) -> None:
-    from .errors import StoreError
-    from .store import open_store, progress_counts
+def _store_state(config) -> Iterator[str]:
+    from ..errors import StoreError
+    from ..tiled.store import open_store, progress_counts
 
     if not config.store.path.exists():
-        print("store: does not exist yet (a run creates it)")
+        yield ("store: does not exist yet (a run creates it)")
         return
     try:
         counts = progress_counts(open_store(config.store.path))
     except StoreError as error:
-        print(f"store: {error}")
+        yield (f"store: {error}")
         return
-    print("store: exists; " + ", ".join(f"{name} {done}/{total} tiles done"
+    yield ("store: exists; " + ", ".join(f"{name} {done}/{total} tiles done"
                                         for name, (done, total) in counts.items())
           + " (a run computes only the rest)")
 
 
-def _plan_slurm(config, *, check: bool) -> int:
+def _plan_slurm(config, *, check: bool) -> Iterator[str]:
+    from ..errors import SlurmError
     from .cluster import (
         check_commands,
         check_job_script,
@@ -191,7 +181,6 @@ def _plan_slurm(config, *, check: bool) -> int:
         slurm_cluster,
         slurm_options,
     )
-    from .errors import SlurmError
 
     compute = config.compute
     options = slurm_options(compute)
@@ -200,25 +189,23 @@ def _plan_slurm(config, *, check: bool) -> int:
                  "worker processes")
     else:
         scale = f"{compute.workers} worker processes"
-    print(f"cluster: slurm; {scale}, {options.processes} per job: {options.jobs} job(s) of "
+    yield (f"cluster: slurm; {scale}, {options.processes} per job: {options.jobs} job(s) of "
           f"{options.kwargs['job_cpu']} CPUs and {options.kwargs['memory']}")
-    print(f"cluster: {describe_walltime(options)}; jobs that end are resubmitted; the driver "
+    yield (f"cluster: {describe_walltime(options)}; jobs that end are resubmitted; the driver "
           f"gives up after {compute.pending_timeout:g} s without any worker")
     with slurm_cluster(compute, dashboard_port=None, options=options) as cluster:
         script = cluster.job_script()
-        print("worker job script (certificate paths and the scheduler port change every run):")
-        print("-" * 72)
-        print(script.rstrip())
-        print("-" * 72)
+        yield ("worker job script (certificate paths and the scheduler port change every run):")
+        yield ("-" * 72)
+        yield (script.rstrip())
+        yield ("-" * 72)
         if not check:
-            return 0
+            return
         try:
             check_commands()
         except SlurmError as error:
-            print(f"sbatch --test-only: not run ({error})")
-            return 0
+            yield (f"sbatch --test-only: not run ({error})")
+            return
         answer = check_job_script(script, cluster.wkdist_tls_dir)  # SlurmError: exit 2
-    print(f"sbatch --test-only: accepted ({answer})")
-    sys.stdout.flush()
-    return 0
+    yield (f"sbatch --test-only: accepted ({answer})")
 

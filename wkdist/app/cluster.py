@@ -40,7 +40,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -48,12 +47,14 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from .config import ComputeConfig
-from .errors import ConfigError, SlurmError
+from ..errors import ConfigError, SlurmError
 from .interrupts import deferred_interrupts
+
+if TYPE_CHECKING:  # config validates [compute.slurm] with slurm_options below
+    from .config import ComputeConfig
 
 __all__ = ["ClusterHandle", "open_cluster", "local_dashboard", "local_security", "slurm_options",
            "SlurmOptions",
@@ -708,9 +709,9 @@ def _open_slurm(compute: ComputeConfig, *, dashboard_port: int | None,
             else:
                 cluster.scale(n=compute.workers)
             watchdog.start()
-            print(f"SLURM: {options.jobs} worker job(s) of {options.processes} worker "
-                  f"process(es) requested; waiting up to {compute.pending_timeout:g} s for "
-                  "the first worker", file=sys.stderr, flush=True)
+            log.info("SLURM: %d worker job(s) of %d worker process(es) requested; waiting up "
+                     "to %g s for the first worker", options.jobs, options.processes,
+                     compute.pending_timeout)
             deadline = time.monotonic() + compute.pending_timeout
             while not cluster.scheduler_info.get("workers"):
                 if watchdog.error:

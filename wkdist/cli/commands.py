@@ -1,8 +1,8 @@
 """The registry of ``wkdist`` subcommands and the options they share.
 
-Command modules (``pipeline``, ``plan``, ``tune``, ``export`` and ``cli`` itself) register with
-:func:`command`; ``wkdist.cli`` imports them all and builds the parser, so imports run one way:
-command modules -> this module, cli -> command modules.
+Command modules (``wkdist.cli.kernels``, ``status``, ``export``, ``run``, ``plan``, ``tune``)
+register with :func:`command`; ``wkdist.cli.main`` imports them and builds the parser, so
+imports run one way: main -> command modules -> this module.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ components together) and scored by the mean norm of a structure's CV error, whic
 depend on the frame the data are given in: for vectors the Euclidean norm (what ``fit_mixing``
 minimizes for the lambda = 1 part); for tensors the Frobenius norm of the 3 x 3 error, which is
 sqrt(e_0^2 + |e_2|^2) of the lambda = 0 and lambda = 2 parts' errors because the map to the
-parts is an isometry (``wkdist.targets``). ``cv_rmse`` is then the root mean square over the
+parts is an isometry (``wkdist.engine.targets``). ``cv_rmse`` is then the root mean square over the
 parts' components.
 
 Kernels go through the same tiled Dask graph as ``wkdist kernels`` (``compute_kernels``), into
@@ -53,7 +53,7 @@ only for a finished search.
 
 from __future__ import annotations
 
-import argparse
+import copy
 import csv
 import dataclasses
 import hashlib
@@ -63,21 +63,20 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomli_w
 
-from .commands import command
+from ..engine.settings import KernelSettings
+from ..engine.targets import lambdas_of, target_kind, to_spherical
+from ..errors import ConfigError, DataError, SettingsError, StoreError, WkdistError
 from .config import Config, SearchSpace, StoreConfig, TuneConfig, load_config
 from .dataset import Dataset
-from .errors import ConfigError, DataError, SettingsError, StoreError, WkdistError
-from .progress import format_duration
-from .settings import KernelSettings
-from .targets import lambdas_of, target_kind, to_spherical
+from .progress import format_duration, say
 
 __all__ = ["coarse_values", "check_space", "search_dataset", "run_tune", "config_toml",
            "STATE_FILE"]
@@ -88,11 +87,6 @@ RESULT_COLUMNS = ("cv_mae", "cv_rmse", "c0", "a", "b", "kernels", "kernel_s", "f
                   "seconds", "error")
 
 log = logging.getLogger("wkdist")
-
-
-def _say(*lines: str) -> None:
-    for line in lines:
-        print(line, file=sys.stderr, flush=True)
 
 
 def _round(value: float) -> float:
@@ -249,67 +243,25 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"no TOML for {value!r}")
-        return repr(value)
-    if isinstance(value, (str, Path)):
-        return json.dumps(str(value), ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}"
-                               for k, v in value.items()) + "}"
-    raise ValueError(f"no TOML for {value!r}")
-
-
-def _table(name: str, values: dict[str, Any]) -> list[str]:
-    lines = [f"[{name}]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
-    return lines + [""]
-
-
 def config_toml(config: Config, kernel: KernelSettings, *, store: str = "store",
                 header: Iterable[str] = ()) -> str:
-    """A complete configuration (TOML text): ``config`` with ``kernel`` as [kernel] and the
-    store at ``store`` (relative to the file). Data paths are written absolute."""
-    data = config.data
-    compute = config.compute
-    fit = config.sections["fit"]
-    lines = [f"# {line}" for line in header]
-
-    def absolute(path: Path | None) -> str | None:
-        return None if path is None else str(Path(path).resolve())
-
-    lines += _table("data", {"source": data.source, "path": absolute(data.path),
-                             "train": absolute(data.train), "test": absolute(data.test),
-                             "target": data.target, "n_train": data.n_train,
-                             "n_test": data.n_test, "seed": data.seed, "unit": data.unit})
-    lines += _table("kernel", kernel.to_dict())
-    compute_values: dict[str, Any] = {"tile_size": compute.tile_size, "cluster": compute.cluster,
-                                      "workers": compute.workers,
-                                      "threads_per_worker": compute.threads_per_worker,
-                                      "dashboard_address": compute.dashboard_address}
-    if compute.cluster == "slurm":
-        compute_values.update(adaptive_minimum=compute.adaptive_minimum,
-                              adaptive_maximum=compute.adaptive_maximum,
-                              pending_timeout=compute.pending_timeout)
-    lines += _table("compute", compute_values)
-    if compute.cluster == "slurm" and compute.slurm:
-        lines += _table("compute.slurm", dict(compute.slurm))
-    lines += _table("store", {"path": store})
-    lines += ["# coefficients are chosen again by CV for the new kernel"]
-    lines += _table("fit", {"regularization": fit.regularization, "folds": fit.folds,
-                            "mode": fit.mode, "mixing": fit.mixing, "seed": fit.seed,
-                            "baseline": fit.baseline, "max_search": fit.max_search,
-                            "learning_curve": None if fit.learning_curve is None
-                            else list(fit.learning_curve)})
-    return "\n".join(lines) + "\n"
+    """A complete configuration (TOML text): ``config`` as its file gave it, with ``kernel`` as
+    [kernel] (every setting written out), the store at ``store`` (relative to the new file),
+    data paths made absolute, and neither [tune] nor [fit] coefficients (chosen again by CV for
+    the new kernel). Every other key is kept as it was."""
+    document = copy.deepcopy(dict(config.document))
+    document.pop("tune", None)
+    data = dict(document.get("data", {}))
+    for key in ("path", "train", "test"):
+        if key in data:
+            data[key] = str(Path(getattr(config.data, key)).resolve())
+    document["data"] = data
+    document["kernel"] = kernel.to_dict()
+    document["store"] = {**document.get("store", {}), "path": store}
+    if "fit" in document:
+        document["fit"] = {k: v for k, v in document["fit"].items() if k != "coefficients"}
+    comments = "".join(f"# {line}\n" for line in header)
+    return comments + tomli_w.dumps(document)
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], tune: TuneConfig, unit: str | None, *,
@@ -376,7 +328,7 @@ def _cv_residuals(kernels: np.ndarray, y: np.ndarray, coefficients: Any, *, fold
     import scipy.linalg
     from threadpoolctl import threadpool_limits
 
-    from .hyper import kfold_splits
+    from ..krr.hyper import kfold_splits
 
     def rows(structures: np.ndarray) -> np.ndarray:
         return (structures[:, None] * block + np.arange(block)).reshape(-1)
@@ -401,8 +353,8 @@ class _Search:
     def __init__(self, config: Config, tune: TuneConfig, data: Dataset, out: Path, key: str,
                  state: dict[str, Any] | None, client: Any, numba_threads: int,
                  quiet: bool) -> None:
-        from .hyper import element_counts, species_baseline
-        from .model import baseline_values
+        from ..krr.hyper import element_counts, species_baseline
+        from ..krr.model import baseline_values
 
         self.config, self.tune, self.data, self.out = config, tune, data, out
         self.client, self.numba_threads, self.quiet = client, numba_threads, quiet
@@ -471,10 +423,10 @@ class _Search:
 
     def kernels(self, settings: KernelSettings) -> tuple[dict[int, np.ndarray], str, float]:
         """{lambda: K^nu of the search structures, nu = 0..settings.nu_max}, how, seconds."""
+        from ..errors import DamagedTileError
+        from ..tiled.store import checked_array, strict_reads, unmark
+        from ..tiled.tiles import kernel_array
         from .compute import compute_kernels
-        from .errors import DamagedTileError
-        from .graph import kernel_array
-        from .store import checked_array, strict_reads, unmark
 
         store_settings = dataclasses.replace(settings,
                                              nu_max=_store_nu_max(self.tune, settings))
@@ -503,7 +455,7 @@ class _Search:
         return kernels, "computed" if computed else "reused", wall
 
     def evaluate(self, settings: KernelSettings, phase: str) -> dict[str, Any]:
-        from .hyper import fit_mixing
+        from ..krr.hyper import fit_mixing
 
         key = _key(settings)
         if key in self.done:
@@ -552,7 +504,7 @@ class _Search:
             best = self.best()
             unit = f" {self.data.unit}" if self.data.unit else ""
             searched = ", ".join(f"{n} {row[n]!r}" for n in self.tune.space)
-            _say(f"tune: candidate {len(self.rows)} ({phase}) {searched}: "
+            say(f"tune: candidate {len(self.rows)} ({phase}) {searched}: "
                  f"{_score_name(self.kind)} "
                  f"{row['cv_mae']:.5g}{unit} (kernels {how} {kernel_s:.1f} s, fit "
                  f"{row['fit_s']:.1f} s); best {best['cv_mae'] if best else math.inf:.5g}"
@@ -637,9 +589,9 @@ def _from_json(value: Any) -> Any:
 
 def run_tune(config: Config, out: Path, *, quiet: bool = False) -> dict[str, Any]:
     """The whole search; returns a summary. Validates everything before touching ``out``."""
+    from ..tiled.lock import hold
     from .cluster import open_cluster
     from .dataset import load_dataset
-    from .lock import hold
 
     tune: TuneConfig = config.sections["tune"]
     fit = config.sections["fit"]
@@ -669,7 +621,7 @@ def run_tune(config: Config, out: Path, *, quiet: bool = False) -> dict[str, Any
     if state is not None:
         state = _from_json(state)
     out.mkdir(parents=True, exist_ok=True)
-    _say(f"tune: {len(grid)} grid candidates over {', '.join(tune.space)}; n_search "
+    say(f"tune: {len(grid)} grid candidates over {', '.join(tune.space)}; n_search "
          f"{tune.n_search} of {dataset.n_train} training structures, {tune.folds}-fold CV"
          + (f"; resuming with {len(state['candidates'])} evaluated" if state else ""))
     begin = time.perf_counter()
@@ -677,7 +629,7 @@ def run_tune(config: Config, out: Path, *, quiet: bool = False) -> dict[str, Any
     with (hold(out, what="output directory", command="wkdist tune"),
           open_cluster(config.compute) as cluster):
         if not quiet:
-            _say(*cluster.lines())
+            say(*cluster.lines())
         search = _Search(config, tune, data, out, key, state, cluster.client,
                          cluster.numba_threads, quiet)
         stop = search.run(grid)
@@ -708,26 +660,10 @@ def run_tune(config: Config, out: Path, *, quiet: bool = False) -> dict[str, Any
     search.state["finished"] = True
     search.state["stop"] = stop
     search.save()
-    _say(f"tune: {stop}; {len(search.rows)} candidates ({search.new} evaluated now) in "
+    say(f"tune: {stop}; {len(search.rows)} candidates ({search.new} evaluated now) in "
          f"{format_duration(time.perf_counter() - begin)}",
          "tune: best " + ", ".join(f"{n} {best[n]!r}" for n in tune.space)
          + f": {score} {best['cv_mae']:.6g}{unit}",
          f"table: {out / 'tune.csv'}", f"best config: {out / 'best.toml'}",
          f"plot: {out / 'tune.png'}" if plotted else "plot: matplotlib not installed")
     return {"best": best, "rows": search.rows, "stop": stop, "evaluated_now": search.new}
-
-
-# --------------------------------------------------------------------------- the command
-
-
-def _tune_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="configuration file (TOML) with a [tune] table")
-    parser.add_argument("--out", required=True, help="output directory (resumable)")
-    parser.add_argument("--quiet", action="store_true", help="no per-candidate lines")
-
-
-@command("tune", "search kernel hyperparameters by cross-validation inside the training set",
-         _tune_arguments)
-def _tune(args: argparse.Namespace) -> int:
-    run_tune(load_config(args.config), Path(args.out), quiet=args.quiet)
-    return 0

@@ -36,7 +36,7 @@ its marker names this factor and its chunk file exists; a resumed run drops done
 graph and recomputes only the rest. Tiles are write-once with deterministic values, so recomputing
 one that was written but not marked is harmless and the result is bitwise identical. Every read
 of a factor tile first checks its chunk against the crc its marker recorded
-(``wkdist.store.check_chunk``), and every read of a kernel chunk against its tile's marker; a
+(``wkdist.tiled.store.check_chunk``), and every read of a kernel chunk against its tile's marker; a
 damaged factor tile is unmarked by the driver and recomputed (``_repair``), a damaged kernel
 tile is the caller's to report.
 
@@ -66,9 +66,9 @@ from scipy.linalg import blas, lapack
 from threadpoolctl import threadpool_limits
 from zarr.codecs import Crc32cCodec
 
-from .durable import DurableTree, fsync_path
-from .errors import DamagedTileError, NotPositiveDefiniteError, StoreError
-from .store import check_chunk, checked_array, unmark
+from ..errors import DamagedTileError, NotPositiveDefiniteError, StoreError
+from ..tiled.durable import DurableTree, fsync_path
+from ..tiled.store import check_chunk, checked_array, unmark
 
 __all__ = [
     "CholeskyFactor",

@@ -22,13 +22,13 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from .engine import equivariant_structure_kernels, structure_kernels
-from .errors import DataError
+from ..engine.api import equivariant_structure_kernels, structure_kernels
+from ..engine.settings import KernelSettings
+from ..engine.targets import lambdas_of, normalize_targets, target_kind, to_spherical
+from ..errors import DataError
 from .hyper import element_counts, fit_mixing, species_baseline
 from .model import Model, Part, baseline_values, load_model, save_model
-from .settings import KernelSettings
 from .solve import solve_dense
-from .targets import lambdas_of, normalize_targets, target_kind, to_spherical
 
 __all__ = ["WignerKernelRidge", "WignerCalculator"]
 
@@ -78,7 +78,7 @@ class WignerKernelRidge:
 
     Attributes
     ----------
-    model_ : wkdist.model.Model
+    model_ : wkdist.krr.model.Model
         The fitted model (weights, coefficients, baseline, training structures).
     coefficients_ : numpy.ndarray
         c_0 .. c_nu_max of the (first) part.
@@ -143,8 +143,20 @@ class WignerKernelRidge:
     # ------------------------------------------------------------------ fit and predict
 
     def fit(self, frames: Sequence[Atoms], y: Any) -> WignerKernelRidge:
-        """Fit on ``frames`` (ase.Atoms) and targets ``y``: (n,) scalars, (n, 3) vectors or
-        (n, 3, 3) / (n, 6) / (n, 9) symmetric tensors. Returns self."""
+        """Choose the mixing (unless ``coefficients`` were given) and solve for the weights.
+
+        Parameters
+        ----------
+        frames : sequence of ase.Atoms
+            The training structures (at least 2).
+        y : array_like
+            (n,) scalars, (n, 3) vectors or (n, 3, 3) / (n, 6) / (n, 9) symmetric tensors.
+
+        Returns
+        -------
+        WignerKernelRidge
+            self, fitted.
+        """
         frames = list(frames)
         y = _targets(y, "y")
         if len(frames) < 2:
@@ -214,11 +226,21 @@ class WignerKernelRidge:
 
     def predict(self, frames: Sequence[Atoms], *,
                 allow_unseen_elements: bool = False) -> np.ndarray:
-        """Predictions (n,), (n, 3) or (n, 6) (tensors as xx, xy, xz, yy, yz, zz).
+        """Predict the target of new structures.
 
-        The rule of `wkdist predict`: a structure with an element no training structure has is
-        NaN (logged with its position), unless ``allow_unseen_elements`` (a zero kernel and a
-        zero baseline weight for such elements).
+        Parameters
+        ----------
+        frames : sequence of ase.Atoms
+            Structures to predict.
+        allow_unseen_elements : bool
+            The rule of ``wkdist predict``: a structure with an element no training structure
+            has is NaN (logged with its position), unless this is true (then a zero kernel and
+            a zero baseline weight for such elements).
+
+        Returns
+        -------
+        numpy.ndarray
+            (n,), (n, 3) or (n, 6) (tensors as xx, xy, xz, yy, yz, zz).
         """
         model = self._fitted()
         frames = list(frames)
@@ -231,7 +253,20 @@ class WignerKernelRidge:
         return model.predict(frames, allow_unseen_elements=allow_unseen_elements)
 
     def score(self, frames: Sequence[Atoms], y: Any) -> float:
-        """R^2 of the predictions, over all components (scikit-learn's regressor score)."""
+        """R^2 of the predictions over all components (scikit-learn's regressor score).
+
+        Parameters
+        ----------
+        frames : sequence of ase.Atoms
+            Structures with known targets.
+        y : array_like
+            Their targets, in any shape :meth:`fit` accepts.
+
+        Returns
+        -------
+        float
+            1 - sum (y - y_hat)^2 / sum (y - mean y)^2 (0 when y is constant).
+        """
         predicted = self.predict(frames)
         y = _targets(y, "y").reshape(predicted.shape)
         residual = float(np.sum((y - predicted) ** 2))
@@ -241,19 +276,41 @@ class WignerKernelRidge:
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | Path) -> Path:
-        """Write the model directory that `wkdist predict` reads (atomically)."""
+        """Write the model directory that ``wkdist predict`` reads (atomically).
+
+        Parameters
+        ----------
+        path : str or Path
+            The directory to write: a new path, or a model directory to replace.
+
+        Returns
+        -------
+        Path
+            The model directory.
+        """
         model = self._fitted()
         try:
             package_version = version("wkdist")
         except PackageNotFoundError:  # a source tree without installed metadata
-            from . import __version__ as package_version
+            from .. import __version__ as package_version
         return save_model(path, parts=model.parts, kind=model.kind,
                           train_frames=model.train_frames, settings=model.settings,
                           target=model.target, unit=model.unit, wkdist_version=package_version)
 
     @classmethod
     def load(cls, path: str | Path) -> WignerKernelRidge:
-        """A fitted estimator from a model directory (`wkdist run --out DIR` writes DIR/model)."""
+        """A fitted estimator from a model directory.
+
+        Parameters
+        ----------
+        path : str or Path
+            ``DIR/model`` of ``wkdist run --out DIR``, or a directory :meth:`save` wrote.
+
+        Returns
+        -------
+        WignerKernelRidge
+            Fitted, with the saved settings and regularization.
+        """
         model = load_model(path)
         first = model.parts[0]
         estimator = cls(model.settings, regularization=first.regularization,

@@ -8,9 +8,9 @@ import numba
 import numpy as np
 from ase import Atoms
 
-from .errors import SettingsError
-from .kernels.plans import coupling_table, equivariant_schedule, invariant_schedule
-from .kernels.wigner import PackedArrays, pair_kernels
+from ..errors import SettingsError
+from ..kernels.plans import coupling_table, equivariant_schedule, invariant_schedule
+from ..kernels.wigner import PackedArrays, pair_kernels
 from .settings import KernelSettings
 from .structures import check_frames, pack_structures, species_of
 
@@ -94,9 +94,21 @@ def structure_kernels(
     *,
     settings: KernelSettings = KernelSettings(),
 ) -> np.ndarray:
-    """Invariant structure kernels K^nu(A, B), nu = 0..nu_max: shape (n_a, n_b, nu_max + 1).
+    """Invariant structure kernels K^nu(A, B), nu = 0..nu_max.
 
-    ``frames_b=None`` computes frames_a against itself, each pair once.
+    Parameters
+    ----------
+    frames_a, frames_b : sequence of ase.Atoms
+        Molecules or periodic cells. ``frames_b=None`` computes ``frames_a`` against itself,
+        each pair once (the result is symmetric).
+    settings : KernelSettings
+        Cutoff, density, radial weight, nu_max, lambda_max and normalization.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n_a, n_b, nu_max + 1), float64: entry [A, B, nu] is K^nu(A, B), the sum over
+        atom pairs of the same species of the atom-pair kernel of order nu.
     """
     _check_settings(settings)
     return _compute(frames_a, frames_b, settings, 0)
@@ -109,10 +121,23 @@ def equivariant_structure_kernels(
     settings: KernelSettings = KernelSettings(),
     lam: int,
 ) -> np.ndarray:
-    """Equivariant kernels K^{nu, lam, +1}: shape (n_a, n_b, nu_max + 1, 2 lam + 1, 2 lam + 1).
+    """Equivariant structure kernels K^{nu, lam, +1}(A, B) of order ``lam``.
 
-    Rotating a structure of frames_a by Q multiplies its rows by D^lam(Q) on the left
-    (docs/mathematics.md, oracles); K^0 is zero for lam >= 1.
+    Parameters
+    ----------
+    frames_a, frames_b : sequence of ase.Atoms
+        As in :func:`structure_kernels`.
+    settings : KernelSettings
+        As in :func:`structure_kernels`.
+    lam : int
+        The order, 1 <= lam <= settings.lambda_max.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n_a, n_b, nu_max + 1, 2 lam + 1, 2 lam + 1). Rotating a structure of
+        ``frames_a`` by Q multiplies its block's rows by D^lam(Q) on the left (columns likewise
+        for ``frames_b``; docs/mathematics.md); K^0 is zero for lam >= 1.
     """
     _check_settings(settings)
     if isinstance(lam, bool) or not isinstance(lam, (int, np.integer)) or not (

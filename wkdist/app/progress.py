@@ -8,12 +8,21 @@ minutes), so a log always shows the run is alive, how far it got and its ETA.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
 from typing import TextIO
 
-__all__ = ["Progress", "format_duration"]
+__all__ = ["Progress", "format_duration", "say"]
+
+log = logging.getLogger("wkdist")
+
+
+def say(*lines: str) -> None:
+    """Report lines of a job's course at INFO level (the CLI shows them on stderr)."""
+    for line in lines:
+        log.info("%s", line)
 
 
 def format_duration(seconds: float) -> str:

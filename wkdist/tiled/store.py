@@ -12,7 +12,7 @@ Layout (``T`` = tile size, ``nt`` / ``ns`` = tile rows of the train / test set):
     STORE/tiles/K_train        (nt, nt, 4) uint64, chunks (1, 1, 4): completion markers
     STORE/tiles/K_test         (ns, nt, 4) uint64, chunks (1, 1, 4)
 
-Vector and tensor targets (``wkdist.targets``) are fitted per irreducible part lambda; the
+Vector and tensor targets (``wkdist.engine.targets``) are fitted per irreducible part lambda; the
 attribute ``lambdas`` lists the parts (scalar [0], vector [1], tensor [0, 2]). For lambda >= 1
 the kernels are (2 lambda + 1) x (2 lambda + 1) blocks per structure pair, stored flat with
 d = 2 lambda + 1 consecutive rows per structure (row = structure * d + mu)::
@@ -62,10 +62,10 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
+from ..engine.settings import KernelSettings
+from ..errors import DamagedTileError, StoreError
 from .durable import DurableTree, fsync_path
-from .errors import DamagedTileError, StoreError
-from .graph import Tile, all_tiles, array_lambda, is_train, kernel_array, matrix_bounds, n_blocks
-from .settings import KernelSettings
+from .tiles import Tile, all_tiles, array_lambda, is_train, kernel_array, matrix_bounds, n_blocks
 
 __all__ = [
     "FORMAT",
@@ -392,7 +392,7 @@ def open_store(path: Path | str, *, mode: str = "r") -> KernelStore:
 
 def create_store(path: Path | str, *, settings: KernelSettings, dataset: Any,
                  tile_size: int, source: str = "") -> KernelStore:
-    """Open the store for ``dataset`` (a wkdist.dataset.Dataset), creating it if absent.
+    """Open the store for ``dataset`` (a wkdist.app.dataset.Dataset), creating it if absent.
 
     An existing store made for other settings, data or tile size raises StoreError naming what
     differs. A new store is built in a temporary sibling directory and renamed into place, so a
@@ -437,8 +437,8 @@ def check_store(path: Path | str, *, meta: Mapping[str, Any] | None = None,
 
 def _store_meta(settings: KernelSettings, dataset: Any, tile_size: int,
                 source: str) -> dict[str, Any]:
-    from . import __version__
-    from .targets import lambdas_of, target_kind
+    from .. import __version__
+    from ..engine.targets import lambdas_of, target_kind
 
     fingerprint = dataset.fingerprint()
     lambdas = lambdas_of(target_kind(dataset.y_train))

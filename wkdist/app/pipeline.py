@@ -3,17 +3,15 @@
 ``fit`` reads the stored K^nu (never modifying them), subtracts an optional per-element
 baseline, chooses (c0, a, b) by cross-validation on at most ``[fit] max_search`` training
 structures held in memory, then solves for the weights with the tiled, resumable Cholesky of
-``wkdist.solve`` and predicts the test set tile by tile. ``run`` computes the kernels first.
+``wkdist.krr.solve`` and predicts the test set tile by tile. ``run`` computes the kernels first.
 Outputs (README, "Outputs of `wkdist run` / `wkdist fit`"): results.json, predictions.csv,
 report.png and model/.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
-import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -24,23 +22,18 @@ from typing import Any
 import numpy as np
 import zarr
 
-from . import __version__
-from .commands import command, kernel_options
+from .. import __version__
+from ..errors import ConfigError, DataError, MissingTilesError
 from .config import Config, FitConfig, load_config, parse_config
 from .dataset import Dataset
-from .errors import ConfigError, DataError, MissingTilesError
 from .outputs import write_json, write_predictions, write_report
+from .progress import say
 
-__all__ = ["fit_store", "DEFAULT_CONFIG"]
+__all__ = ["fit_store", "run_pipeline", "config_for_run", "predict_file", "DEFAULT_CONFIG"]
 
 log = logging.getLogger("wkdist")
 
 DEFAULT_CONFIG = "qm9_small.toml"  # packaged beside this module; `wkdist run` without CONFIG
-
-
-def _say(*lines: str) -> None:
-    for line in lines:
-        print(line, file=sys.stderr, flush=True)
 
 
 def _symbols(frames: list) -> list[list[str]]:
@@ -48,7 +41,7 @@ def _symbols(frames: list) -> list[list[str]]:
 
 
 def _check_complete(store: Any, config: Config) -> None:
-    from .store import missing_tiles
+    from ..tiled.store import missing_tiles
 
     missing = missing_tiles(store)
     if missing:
@@ -62,7 +55,7 @@ def _check_complete(store: Any, config: Config) -> None:
 
 def _checked(group: zarr.Group, name: str) -> Any:
     """Kernel array ``name`` whose reads check each chunk against its tile's marker."""
-    from .store import checked_array
+    from ..tiled.store import checked_array
 
     return checked_array(group.store.root, name)
 
@@ -71,8 +64,8 @@ def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
             lam: int = 0) -> dict[str, Any]:
     """(c0, a, b) of part ``lam`` by CV on the first max_search training structures (a random
     subset: rows follow the seeded split order); or the configured coefficients."""
-    from .graph import kernel_array
-    from .hyper import fit_mixing
+    from ..krr.hyper import fit_mixing
+    from ..tiled.tiles import kernel_array
 
     if fit.coefficients is not None:
         if len(fit.coefficients) != nu_max + 1:
@@ -145,10 +138,10 @@ def _learning_curve(group: zarr.Group, y_parts: dict[int, np.ndarray], b_test: n
                     n_train: int) -> list[dict[str, Any]]:
     """Extra fits on the first n training structures (dense: n <= max_search), each part with
     its own CV, put together exactly as the main fit."""
-    from .graph import kernel_array
-    from .hyper import fit_mixing
-    from .solve import predict_dense, solve_dense
-    from .targets import from_spherical, target_errors
+    from ..engine.targets import from_spherical, target_errors
+    from ..krr.hyper import fit_mixing
+    from ..krr.solve import predict_dense, solve_dense
+    from ..tiled.tiles import kernel_array
 
     points = []
     for n in fit.learning_curve or ():
@@ -175,8 +168,8 @@ def _learning_curve(group: zarr.Group, y_parts: dict[int, np.ndarray], b_test: n
 def _repair_hint(config: Config) -> Iterator[None]:
     """A kernel tile found damaged where it is read: unmark it (here, in the driver) and stop
     with one line naming it and the command that recomputes it."""
-    from .errors import DamagedTileError, StoreError
-    from .store import unmark
+    from ..errors import DamagedTileError, StoreError
+    from ..tiled.store import unmark
 
     try:
         yield
@@ -191,18 +184,24 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
               timings: dict[str, float] | None = None) -> dict[str, Any]:
     """Fit on the complete store of ``config`` and write every output into ``out``.
 
-    Vector and tensor targets are fitted part by part (``wkdist.targets``): each irreducible
+    Vector and tensor targets are fitted part by part (``wkdist.engine.targets``): each irreducible
     part lambda has its own (c0, a, b) (c0 = 0 for lambda >= 1), its own tiled Cholesky factor
     of K^lambda_train and its own weights; the per-element baseline applies to the lambda = 0
     part only (scalars, tensor traces).
     """
+    from ..engine.targets import (
+        from_spherical,
+        lambdas_of,
+        target_errors,
+        target_kind,
+        to_spherical,
+    )
+    from ..krr.hyper import element_counts, species_baseline
+    from ..krr.model import Part, baseline_values, save_model
+    from ..krr.solve import fit_weights, predict
+    from ..tiled.store import strict_reads
+    from ..tiled.tiles import kernel_array
     from .compute import prepare_store
-    from .graph import kernel_array
-    from .hyper import element_counts, species_baseline
-    from .model import Part, baseline_values, save_model
-    from .solve import fit_weights, predict
-    from .store import strict_reads
-    from .targets import from_spherical, lambdas_of, target_errors, target_kind, to_spherical
 
     fit: FitConfig = config.sections["fit"]
     timings = dict(timings or {})
@@ -234,7 +233,7 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
             timings["search_s"] += time.perf_counter() - mark
             coefficients = chosen["coefficients"]
             label = "" if kind == "scalar" else f" (lambda = {lam})"
-            _say(f"fit{label}: coefficients {', '.join(f'{c:.4g}' for c in coefficients)}"
+            say(f"fit{label}: coefficients {', '.join(f'{c:.4g}' for c in coefficients)}"
                  + (f" (CV {'MAE' if lam == 0 else 'mean error norm'} "
                     f"{chosen['search']['cv_mae']:.4g} on "
                     f"{chosen['search']['n_used']} structures)" if chosen["search"]
@@ -312,7 +311,7 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
     unit = f" {dataset.unit}" if dataset.unit else ""
     extra = "".join(f", {key} {errors[key]:.6g}{unit}" for key in
                     ("mae_magnitude", "mae_lambda0", "mae_lambda2") if key in errors)
-    _say(f"test MAE {errors['mae']:.6g}{unit}, RMSE {errors['rmse']:.6g}{unit}{extra} "
+    say(f"test MAE {errors['mae']:.6g}{unit}, RMSE {errors['rmse']:.6g}{unit}{extra} "
          f"({dataset.n_test} structures)",
          f"results: {out / 'results.json'}", f"predictions: {out / 'predictions.csv'}",
          f"report: {out / 'report.png'}" if report else "report: matplotlib not installed",
@@ -320,41 +319,29 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
     return results
 
 
-# --------------------------------------------------------------------------- commands
+# --------------------------------------------------------------------------- the job
 
 
-def _config_for_run(path: str | None, out: Path) -> Config:
+def config_for_run(path: str | None, out: Path) -> Config:
     """The user's config, or the packaged small QM9 job with its store inside ``out``."""
     if path is not None:
         return load_config(path)
     text = resources.files("wkdist").joinpath(DEFAULT_CONFIG).read_text()
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.toml").write_text(text)
-    _say(f"no CONFIG given: running the built-in example {out / 'config.toml'}")
+    say(f"no CONFIG given: running the built-in example {out / 'config.toml'}")
     return parse_config(tomllib.loads(text), base_dir=out, source=out / "config.toml")
 
 
-def _fit_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="configuration file (TOML)")
-    parser.add_argument("--out", required=True, help="output directory")
-
-
-def _run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", default=None,
-                        help="configuration file (TOML); default: a small built-in QM9 job")
-    parser.add_argument("--out", required=True, help="output directory")
-    kernel_options(parser)
-
-
-def _pipeline(config: Config, out: Path, *, kernels: bool, quiet: bool = False,
+def run_pipeline(config: Config, out: Path, *, kernels: bool, quiet: bool = False,
               verify: bool = False, progress_interval: float = 10.0) -> int:
+    from ..tiled.lock import hold
     from .compute import preflight
     from .dataset import load_dataset
-    from .lock import hold
 
     begin = time.perf_counter()
     dataset = load_dataset(config.data)
-    _say(f"data: {dataset.n_train} train, {dataset.n_test} test structures; "
+    say(f"data: {dataset.n_train} train, {dataset.n_test} test structures; "
          f"store {config.store.path}")
     timings: dict[str, float] = {"data_s": time.perf_counter() - begin}
     _check_fit(config, dataset)
@@ -395,7 +382,7 @@ def _locked_pipeline(config: Config, dataset: Dataset, out: Path, *, kernels: bo
                 f"`wkdist kernels {config.source or 'CONFIG.toml'}`")
         _check_complete(prepare_store(config, dataset), config)
     with open_cluster(config.compute) as cluster:
-        _say(*cluster.lines())
+        say(*cluster.lines())
         if kernels:
             from .compute import compute_kernels
 
@@ -405,81 +392,75 @@ def _locked_pipeline(config: Config, dataset: Dataset, out: Path, *, kernels: bo
                                       progress=not quiet, progress_interval=progress_interval,
                                       dataset=dataset)
             timings["kernels_s"] = time.perf_counter() - mark
-            _say(*summary.lines())
+            say(*summary.lines())
         fit_store(config, dataset, out, client=cluster.client, timings=timings)
     return 0
 
 
-@command("fit", "fit KRR on a finished kernel store; write results, predictions and model",
-         _fit_arguments)
-def _fit(args: argparse.Namespace) -> int:
-    return _pipeline(load_config(args.config), Path(args.out), kernels=False)
+def predict_file(model_path: str | Path, structures: str | Path, *, out: Path | None = None,
+                 cluster: str | None = None, workers: int = 2,
+                 allow_unseen_elements: bool = False) -> str:
+    """Predict the structures of an ASE-readable file with a saved model.
 
+    Parameters
+    ----------
+    model_path
+        A model directory (``DIR/model`` of ``wkdist run``).
+    structures
+        Any file ASE reads; when it carries the model's target, the CSV gets its errors too.
+    out
+        CSV path; None returns the CSV text without writing it.
+    cluster
+        None computes in this process, "local" on a local Dask cluster of ``workers``
+        processes, "tcp://host:port" on a running scheduler.
+    allow_unseen_elements
+        Predict structures with elements the training set never had (zero kernel and zero
+        baseline for them) instead of NaN.
 
-@command("run", "the whole job: kernels (resumable), fit, test predictions, report",
-         _run_arguments)
-def _run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    return _pipeline(_config_for_run(args.config, out), out, kernels=True, quiet=args.quiet,
-                     verify=args.verify, progress_interval=args.progress_interval)
-
-
-def _predict_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model directory (DIR/model from `wkdist run`)")
-    parser.add_argument("structures", help="structures to predict (any ASE-readable file)")
-    parser.add_argument("--out", default=None, help="CSV path (default: standard output)")
-    parser.add_argument("--cluster", default=None,
-                        help='"local" or "tcp://host:port" (default: this process)')
-    parser.add_argument("--workers", type=int, default=2, help="local worker processes")
-    parser.add_argument("--allow-unseen-elements", action="store_true",
-                        help="predict structures with elements the training set never had "
-                             "(zero kernel and zero baseline for them) instead of NaN")
-
-
-@command("predict", "predict new structures with a fitted model", _predict_arguments)
-def _predict(args: argparse.Namespace) -> int:
+    Returns
+    -------
+    str
+        The predictions as CSV text (also written to ``out`` when given).
+    """
     from contextlib import nullcontext
 
+    from ..engine.structures import check_frames
+    from ..krr.model import load_model
     from .cluster import open_cluster
     from .config import ComputeConfig
     from .dataset import read_frames, read_targets
-    from .model import load_model
-    from .structures import check_frames
 
-    model = load_model(args.model)
-    frames = read_frames(args.structures)
-    check_frames(frames, str(args.structures))
+    model = load_model(model_path)
+    frames = read_frames(structures)
+    check_frames(frames, str(structures))
     unseen = model.unseen_elements(frames)
     if unseen:
         rows = model.unseen_rows(frames)
         shown = ", ".join(map(str, rows[:20])) + (", ..." if len(rows) > 20 else "")
-        if args.allow_unseen_elements:
+        if allow_unseen_elements:
             log.warning("elements %s never occur in the training set: structures %s of %s "
                         "are predicted with a zero kernel and zero baseline for them",
-                        ", ".join(unseen), shown, args.structures)
+                        ", ".join(unseen), shown, structures)
         else:
             log.warning("elements %s never occur in the training set: structures %s of %s "
                         "(0-based) are written as NaN; --allow-unseen-elements predicts them "
                         "with a zero kernel and zero baseline for those elements",
-                        ", ".join(unseen), shown, args.structures)
+                        ", ".join(unseen), shown, structures)
     try:
-        target = read_targets(frames, model.target, name=args.structures)
+        target = read_targets(frames, model.target, name=structures)
     except DataError:
         target = None  # the file need not carry the target
-    if args.cluster is None:
+    if cluster is None:
         context = nullcontext(None)
     else:
-        if args.cluster != "local" and not args.cluster.startswith(("tcp://", "tls://")):
+        if cluster != "local" and not cluster.startswith(("tcp://", "tls://")):
             raise ConfigError(f'--cluster: expected "local" or "tcp://host:port", '
-                              f"got {args.cluster!r}")
-        context = open_cluster(ComputeConfig(cluster=args.cluster, workers=args.workers))
-    with context as cluster:
-        prediction = model.predict(frames, client=None if cluster is None else cluster.client,
-                                   allow_unseen_elements=args.allow_unseen_elements)
-    out = Path(args.out) if args.out else None
+                              f"got {cluster!r}")
+        context = open_cluster(ComputeConfig(cluster=cluster, workers=workers))
+    with context as running:
+        prediction = model.predict(frames, client=None if running is None else running.client,
+                                   allow_unseen_elements=allow_unseen_elements)
     text = write_predictions(out, np.arange(len(frames)), prediction, target)
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        _say(f"predictions: {out}")
-    return 0
+    if out is not None:
+        say(f"predictions: {out}")
+    return text

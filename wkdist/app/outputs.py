@@ -31,7 +31,7 @@ def write_predictions(path: Path | None, index: Sequence[int], prediction: np.nd
     ``target_x .. prediction_z`` or the suffixes xx, xy, xz, yy, yz, zz (README).
     Returns the text; writes it atomically to ``path`` unless None.
     """
-    from .targets import column_suffixes, target_kind
+    from ..engine.targets import column_suffixes, target_kind
 
     prediction = np.asarray(prediction, dtype=np.float64)
     suffixes = column_suffixes(target_kind(prediction))

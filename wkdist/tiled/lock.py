@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import LockedError
+from ..errors import LockedError
 
 __all__ = ["hold", "lock_path", "owner_of"]
 

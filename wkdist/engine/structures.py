@@ -14,9 +14,9 @@ import numpy as np
 from ase import Atoms
 from ase.neighborlist import primitive_neighbor_list
 
-from .errors import StructureError
-from .kernels.harmonics import real_spherical_harmonics
-from .kernels.wigner import PackedArrays
+from ..errors import StructureError
+from ..kernels.harmonics import real_spherical_harmonics
+from ..kernels.wigner import PackedArrays
 from .settings import KernelSettings
 
 __all__ = ["MIN_DISTANCE", "check_frames", "species_of", "pack_structures", "radial_weight"]

@@ -13,6 +13,7 @@ means the same thing whatever directory the command is started from.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import re
@@ -22,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, SettingsError
-from .settings import KernelSettings
+from ..engine.settings import KernelSettings
+from ..errors import ConfigError, SettingsError
 
 __all__ = [
     "DEFAULT_TILE_SIZE",
@@ -277,7 +278,7 @@ class SearchSpace:
 
 @dataclass(frozen=True, kw_only=True)
 class TuneConfig:
-    """[tune]: the kernel-hyperparameter search of ``wkdist tune`` (wkdist/tune.py)."""
+    """[tune]: the kernel-hyperparameter search of ``wkdist tune`` (wkdist/app/tune.py)."""
 
     space: Mapping[str, SearchSpace] = field(default_factory=dict)  # KernelSettings field -> values
     n_search: int = 500  # structures drawn (seeded) from the training set
@@ -298,6 +299,7 @@ class Config:
     store: StoreConfig
     sections: Mapping[str, Any]
     source: Path | None = None  # the TOML file, when read from one
+    document: Mapping[str, Any] = field(default_factory=dict)  # the TOML as given
 
     def __getitem__(self, name: str) -> Any:
         return self.sections[name]
@@ -568,7 +570,7 @@ def parse_config(document: Mapping[str, Any], *, base_dir: Path | str = ".",
         built[name] = _check_section(name, document.get(name, {}), base)
     return Config(
         data=built["data"], kernel=built["kernel"], compute=built["compute"],
-        store=built["store"], sections=built, source=source,
+        store=built["store"], sections=built, source=source, document=copy.deepcopy(document),
     )
 
 

@@ -7,7 +7,7 @@ import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 __all__ = ["KernelSettings", "REFERENCE_QM9"]
 

@@ -14,12 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .config import Config
-from .dataset import Dataset, load_dataset
-from .errors import StoreError
-from .graph import TileResult, build_graph
-from .progress import Progress, format_duration
-from .store import (
+from ..engine.structures import check_frames, species_of
+from ..errors import StoreError
+from ..tiled.graph import TileResult, build_graph
+from ..tiled.store import (
     KernelStore,
     check_store,
     create_store,
@@ -27,7 +25,9 @@ from .store import (
     remove_partials,
     verify_tiles,
 )
-from .structures import check_frames, species_of
+from .config import Config
+from .dataset import Dataset, load_dataset
+from .progress import Progress, format_duration
 
 __all__ = ["KernelSummary", "compute_kernels", "prepare_store", "preflight"]
 

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from ..engine.targets import normalize_targets
+from ..errors import DataError
 from .config import DataConfig
-from .errors import DataError
-from .targets import normalize_targets
 
 __all__ = ["Dataset", "load_dataset", "read_frames", "read_targets", "fingerprint"]
 
@@ -60,8 +60,8 @@ class Dataset:
         """Every structure usable (atoms, finite positions, cell, no two atoms closer than
         MIN_DISTANCE), before any cluster or store exists; StructureError names the structure
         by its input file and its 0-based position in it."""
-        from .errors import StructureError
-        from .structures import MIN_DISTANCE, check_frames
+        from ..engine.structures import MIN_DISTANCE, check_frames
+        from ..errors import StructureError
 
         for frames, index, source in ((self.train_frames, self.train_index, self.sources[0]),
                                       (self.test_frames, self.test_index, self.sources[1])):
@@ -91,7 +91,7 @@ def _closest_pair(atoms: Atoms) -> tuple[int, int, float] | None:
     if atoms.get_pbc().any():
         from ase.neighborlist import neighbor_list
 
-        from .structures import MIN_DISTANCE
+        from ..engine.structures import MIN_DISTANCE
 
         i, j, d = neighbor_list("ijd", atoms, 2 * MIN_DISTANCE)
         if not len(d):
@@ -157,7 +157,7 @@ def read_frames(path: Path | str) -> list[Atoms]:
 
 def read_targets(frames: Sequence[Atoms], key: str, *, name: str) -> np.ndarray:
     """Target of every frame: (n,) scalars, (n, 3) vectors or (n, 6) symmetric tensors
-    (``wkdist.targets``: 9 numbers are checked for symmetry and reduced to 6)."""
+    (``wkdist.engine.targets``: 9 numbers are checked for symmetry and reduced to 6)."""
     values = []
     for position, atoms in enumerate(frames):
         if key in atoms.info:
@@ -194,7 +194,7 @@ def load_dataset(config: DataConfig) -> Dataset:
     """Load and split what [data] describes. Raises DataError with a one-line message."""
     rng = np.random.default_rng(config.seed)
     if config.source == "qm9":
-        from .data.qm9 import load_qm9  # optional data package; imported only when asked for
+        from ..data.qm9 import load_qm9  # optional data package; imported only when asked for
 
         if config.target == "polarizability":
             # qm9pack's tensors are not in the frame of its coordinates (issue 6): a covariant

@@ -13,16 +13,12 @@ positions to 1e-8 Å: every float is written by ``repr``, so a round trip is bit
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-
-from .commands import command
 
 __all__ = ["write_extxyz", "export_dataset"]
 
@@ -69,10 +65,10 @@ def write_extxyz(path: Path, frames: Sequence[Atoms], y: np.ndarray, index: np.n
 
 def export_dataset(config_path: str | os.PathLike, out: str | os.PathLike) -> list[str]:
     """Export the data set and split of a config; returns the lines to tell the user."""
+    from ..engine.targets import target_kind
+    from ..errors import DataError
     from .config import load_config
     from .dataset import load_dataset
-    from .errors import DataError
-    from .targets import target_kind
 
     config = load_config(config_path)
     data = load_dataset(config.data)
@@ -94,16 +90,3 @@ def export_dataset(config_path: str | os.PathLike, out: str | os.PathLike) -> li
                  f'[data] train = "{out / "train.extxyz"}", test = "{out / "test.extxyz"}", '
                  f'target = "{key}"')
     return lines
-
-
-def _export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="configuration file (TOML)")
-    parser.add_argument("--out", required=True, help="output directory")
-
-
-@command("export", "write the configured data set and split as DIR/train.extxyz and "
-         "DIR/test.extxyz, with targets and original indices", _export_arguments)
-def _export(args: argparse.Namespace) -> int:
-    for line in export_dataset(args.config, args.out):
-        print(line, file=sys.stderr, flush=True)
-    return 0
