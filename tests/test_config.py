@@ -11,7 +11,6 @@ from wkdist.app.config import (
     load_config,
     parse_config,
     positive_int,
-    register_section,
 )
 from wkdist.errors import ConfigError
 
@@ -119,14 +118,13 @@ def test_slurm_passthrough(tmp_path):
         load_config(write(tmp_path, text.replace('cluster = "slurm"', 'cluster = "local"')))
 
 
-def test_register_section(tmp_path, monkeypatch):
+def test_a_section_is_checked_by_its_schema(tmp_path, monkeypatch):
     monkeypatch.setitem(SECTIONS, "fit", Section({"folds": Field(positive_int)},
                                                   lambda values, where: dict(values)))
     config = load_config(write(tmp_path, GOOD + "[fit]\nfolds = 5\n"))
     assert config["fit"] == {"folds": 5}
     with pytest.raises(ConfigError, match=r"^\[fit\] folds: expected a positive integer"):
         load_config(write(tmp_path, GOOD + "[fit]\nfolds = 0\n"))
-    assert register_section  # the public way to add one (monkeypatch keeps SECTIONS clean here)
 
 
 def test_parse_config_dict():

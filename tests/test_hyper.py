@@ -157,3 +157,30 @@ def test_free_mixing_without_k0_and_bad_value():
     assert free.cv_mae <= hyper.fit_mixing(k, y, folds=4, seed=0).cv_mae * (1 + 1e-9)
     with pytest.raises(ValueError, match="mixing: expected 'exponential' or 'free', got 'x'"):
         hyper.fit_mixing(k, y, mixing="x")
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -1.0, float("nan"), float("inf"), True, "1"])
+def test_regularization_has_one_rule_everywhere(value, tmp_path):
+    """A finite number > 0 in the search, the tiled solve, the estimator and the config."""
+    import zarr
+    from store_helpers import random_atoms
+
+    from wkdist import ConfigError, WignerKernelRidge
+    from wkdist.app.config import parse_config
+    from wkdist.krr.solve import cholesky_factor
+
+    rng = np.random.default_rng(0)
+    kernels = np.stack([np.eye(6)] * 3)
+    with pytest.raises(ValueError, match="regularization: expected a finite number > 0"):
+        hyper.fit_mixing(kernels, rng.normal(size=6), folds=2, regularization=value)
+    group = zarr.open_group(tmp_path / "store", mode="w")
+    group.create_array("K_train", data=kernels, chunks=(3, 6, 6))
+    with pytest.raises(ValueError, match="regularization: expected a finite number > 0"):
+        cholesky_factor(group, coefficients=[1.0, 1.0, 1.0], regularization=value)
+    frames = random_atoms(3, seed=0)
+    with pytest.raises(ValueError, match="regularization: expected a finite number > 0"):
+        WignerKernelRidge(regularization=value).fit(frames, [1.0, 2.0, 3.0])
+    document = {"data": {"source": "qm9", "n_train": 2, "n_test": 1}, "store": {"path": "s"},
+                "fit": {"regularization": value}}
+    with pytest.raises(ConfigError, match=r"\[fit\] regularization: expected a positive"):
+        parse_config(document)

@@ -1,8 +1,8 @@
-"""TOML configuration of ``wkdist kernels`` (and later plan/fit/run/tune), validated table by table.
+"""The TOML configuration of every ``wkdist`` command, validated table by table.
 
-Every section is described by a :class:`Section`: a table of :class:`Field` checkers plus a
-builder that turns the checked values into a frozen dataclass. New sections (``[fit]``,
-``[tune]``) are added with :func:`register_section`; :func:`load_config` then validates them too.
+A declarative schema: ``SECTIONS`` maps each top-level table to a :class:`Section`, a table of
+:class:`Field` checkers (one rule and one default per key) plus a builder that turns the checked
+values into a frozen dataclass and checks the rules that involve several keys.
 Every problem is a :class:`~wkdist.errors.ConfigError` whose one-line message names the key, what
 was expected and what was given, e.g.
 ``[compute] tile_size: expected a positive integer, got 'x'``.
@@ -38,7 +38,6 @@ __all__ = [
     "SearchSpace",
     "Config",
     "SECTIONS",
-    "register_section",
     "load_config",
     "parse_config",
     "lambda_cost",
@@ -522,11 +521,6 @@ SECTIONS: dict[str, Section] = {
         _build_tune,
     ),
 }
-
-
-def register_section(name: str, section: Section) -> None:
-    """Add a top-level table (e.g. ``[fit]``); ``Config[name]`` then holds its built object."""
-    SECTIONS[name] = section
 
 
 # --------------------------------------------------------------------------- loading

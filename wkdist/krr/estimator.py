@@ -26,7 +26,7 @@ from ..engine.api import equivariant_structure_kernels, structure_kernels
 from ..engine.settings import KernelSettings
 from ..engine.targets import lambdas_of, normalize_targets, target_kind, to_spherical
 from ..errors import DataError
-from .hyper import element_counts, fit_mixing, species_baseline
+from .hyper import check_regularization, element_counts, fit_mixing, species_baseline
 from .model import Model, Part, baseline_values, load_model, save_model
 from .solve import solve_dense
 
@@ -159,6 +159,7 @@ class WignerKernelRidge:
         """
         frames = list(frames)
         y = _targets(y, "y")
+        check_regularization(self.regularization)
         if len(frames) < 2:
             raise DataError(f"frames: expected at least 2 training structures, got {len(frames)}")
         if y.shape[0] != len(frames):

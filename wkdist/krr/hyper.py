@@ -47,6 +47,7 @@ from threadpoolctl import threadpool_limits
 from ..errors import DataError, NotPositiveDefiniteError
 
 __all__ = [
+    "check_regularization",
     "MixingResult",
     "mixing_coefficients",
     "fit_mixing",
@@ -57,6 +58,15 @@ __all__ = [
     "baseline_values",
     "element_counts",
 ]
+
+
+def check_regularization(value: float) -> float:
+    """The one rule for the ridge on K_mix's diagonal: a finite number > 0 (the system must be
+    positive definite whatever the kernels). Returns it as a float; raises ValueError."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer))
+            or not (math.isfinite(value) and value > 0)):
+        raise ValueError(f"regularization: expected a finite number > 0, got {value!r}")
+    return float(value)
 
 
 def mixing_coefficients(c0: float, a: float, b: float, nu_max: int) -> np.ndarray:
@@ -330,8 +340,7 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
         raise ValueError(f"mixing: expected 'exponential' or 'free', got {mixing!r}")
     if loss not in ("mae", "rmse"):
         raise ValueError(f"loss: expected 'mae' or 'rmse', got {loss!r}")
-    if not regularization > 0:
-        raise ValueError(f"regularization: expected a number > 0, got {regularization!r}")
+    regularization = check_regularization(regularization)
     if max_size is not None and n > max_size:
         subset = _rows(np.sort(np.random.default_rng(seed).choice(n, size=max_size,
                                                                   replace=False)), block)

@@ -69,6 +69,7 @@ from zarr.codecs import Crc32cCodec
 from ..errors import DamagedTileError, NotPositiveDefiniteError, StoreError
 from ..tiled.durable import DurableTree, fsync_path
 from ..tiled.store import check_chunk, checked_array, unmark
+from .hyper import check_regularization
 
 __all__ = [
     "CholeskyFactor",
@@ -76,7 +77,6 @@ __all__ = [
     "solve_weights",
     "fit_weights",
     "predict",
-    "factor_progress",
     "verify_factors",
     "default_tile_size",
     "mix_dense",
@@ -395,9 +395,7 @@ def _prepare(group: Any, coefficients: Any, regularization: float, tile_size: in
     if karr.ndim != 3 or karr.shape[1] != karr.shape[2]:
         raise StoreError(f"{kernel_path}: expected shape (nu_max + 1, n, n), got {karr.shape}")
     coefficients = _check_coefficients(coefficients, karr.shape[0])
-    regularization = float(regularization)
-    if not math.isfinite(regularization) or regularization < 0:
-        raise ValueError(f"regularization: expected a finite number >= 0, got {regularization!r}")
+    regularization = check_regularization(regularization)
     n = karr.shape[1]
     tile = default_tile_size(karr.chunks[1], n) if tile_size is None else int(tile_size)
     if tile <= 0:
@@ -626,13 +624,6 @@ def verify_factors(root: Path | str, *, repair: bool = True) -> list[str]:
                 if repair:
                     unmark(error.marker)
     return damaged
-
-
-def factor_progress(group: Any, *, coefficients: Sequence[float], regularization: float = 1.0,
-                    tile_size: int | None = None, kernel: str = "K_train") -> tuple[int, int]:
-    """(tiles done, tiles in all) of the factor these parameters name (creates its group)."""
-    spec, _, _ = _prepare(group, coefficients, regularization, tile_size, kernel)
-    return len(_done_tiles(spec)), spec.nt * (spec.nt + 1) // 2
 
 
 # --------------------------------------------------------------------------- triangular solves
