@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import zarr
 
+import wkdist
 from wkdist.app.cluster import open_cluster
 from wkdist.app.compute import compute_kernels
 from wkdist.app.config import load_config
@@ -101,11 +101,10 @@ def main() -> None:
     args = parser.parse_args()
 
     config, dataset = ensure_kernels(args.config)
-    group = zarr.open_group(config.store.path, mode="r")
     start = time.perf_counter()
     with strict_reads():
-        k_train_all = group["K_train_lambda1"][...]
-        k_test_all = group["K_test_lambda1"][...]
+        k_train_all = wkdist.read_kernels(config.store.path, "K_train_lambda1")[...]
+        k_test_all = wkdist.read_kernels(config.store.path, "K_test_lambda1")[...]
     print(f"read the lambda = 1 kernels in {time.perf_counter() - start:.1f} s", flush=True)
     y_train = to_spherical(dataset.y_train, "vector")[1]
     n_pool = dataset.n_train

@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import zarr
 
 import wkdist
 from wkdist.app.config import load_config
@@ -108,8 +107,7 @@ def pool_kernels(frames: list, y: np.ndarray, settings: wkdist.KernelSettings, p
     print(f"pool kernels: {len(frames)} molecules, {summary.computed_tiles} of "
           f"{summary.total_tiles} tiles computed in {summary.wall_s:.1f} s", flush=True)
     with strict_reads():
-        group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
-        kernels = group["K_train"][...]
+        kernels = wkdist.read_kernels(path, "K_train")[...]
     return kernels, {**cost, "total_tiles": summary.total_tiles,
                      "wall_s": summary.wall_s if summary.computed_tiles else 0.0}
 

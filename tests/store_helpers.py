@@ -97,13 +97,9 @@ def reference(store_path: Path, xyz: Path, settings) -> tuple[np.ndarray, np.nda
 
 
 def read_kernels(store_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    import zarr
-
-    from wkdist.tiled.store import strict_reads
-
-    group = zarr.open_group(store_path, mode="r")
-    with strict_reads():
-        return group["K_train"][...], group["K_test"][...]
+    """The full K_train and K_test of a store, through the package's one reader."""
+    return wkdist.read_kernels(store_path, "K_train")[...], wkdist.read_kernels(
+        store_path, "K_test")[...]
 
 
 def wkdist_cli(*argv) -> tuple[int, str, str]:

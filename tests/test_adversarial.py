@@ -19,6 +19,10 @@ from store_helpers import ASE_SHAPE_WARNING, error_line
 from store_helpers import wkdist_cli as wkdist
 from test_pipeline import make_case
 
+from wkdist import errors as wkdist_errors
+from wkdist import read_kernels
+from wkdist.tiled.checkpoint import Markers
+
 pytestmark = ASE_SHAPE_WARNING
 
 
@@ -76,7 +80,7 @@ def test_damaged_kernel_tile_stops_fit_naming_it_and_the_repair(case, damage):
     assert status == 2
     line = error_line(err)
     assert "kernel tile K_train (0, 0)" in line and "--verify" in line, line
-    assert not (store / "tiles" / "K_train" / "c" / "0" / "0" / "0").exists()
+    assert Markers(store, "markers/K_train").expected(0, 0, None) is None  # unmarked
     assert not (case / "out" / "results.json").exists()
     status, _, err = wkdist("kernels", case / "config.toml", "--verify", "--quiet")
     assert status == 0, err
@@ -86,17 +90,21 @@ def test_damaged_kernel_tile_stops_fit_naming_it_and_the_repair(case, damage):
     assert results["mae"] == pytest.approx(original["mae"], rel=1e-12, abs=0)
 
 
-def test_damaged_test_kernel_mirror_chunk_is_found(case):
-    """The lower-triangle mirror of an off-diagonal K_train tile is checked against the crc its
-    tile's marker holds for the mirror."""
+def test_damaged_off_diagonal_train_tile_is_found(case):
+    """An off-diagonal K_train tile, stored once and read for both triangles, is checked
+    against its marker however it is read."""
     case, _ = case
     store = case / "store.zarr"
-    flip_byte(store / "K_train" / "c" / "0" / "1" / "0")
+    assert not (store / "K_train" / "c" / "0" / "1" / "0").exists()  # no mirror on disk
+    flip_byte(store / "K_train" / "c" / "0" / "0" / "1")
+    with pytest.raises(wkdist_errors.DamagedTileError, match=r"K_train \(0, 1\) \(read as "
+                       r"chunk \(1, 0\)\)"):
+        read_kernels(store)[:, 5:10, 0:5]
     status, _, err = wkdist("fit", case / "config.toml", "--out", case / "out")
     assert status == 2
     line = error_line(err)
-    assert "K_train (0, 1) (its mirror, chunk (1, 0))" in line, line
-    assert not (store / "tiles" / "K_train" / "c" / "0" / "1" / "0").exists()
+    assert "K_train (0, 1)" in line, line
+    assert Markers(store, "markers/K_train").expected(0, 1, None) is None
 
 
 # --------------------------------------------------------------------------- factor tiles
@@ -132,13 +140,13 @@ def test_status_verify_checks_factor_tiles_and_model_directories(case):
     status, out, err = wkdist("status", store, "--verify")
     assert status == 1, out + err
     assert f"solve/{factor.name}/L (0, 0)" in out and "next `wkdist fit` recomputes" in out
-    assert not (factor / "done" / "c" / "0" / "0" / "0").exists()
+    assert Markers(factor, "markers").expected(0, 0, None) is None
 
 
 def test_truncated_store_metadata_is_one_line(case):
     case, _ = case
     store = case / "store.zarr"
-    for name in ("zarr.json", "K_train/zarr.json", "tiles/K_test/zarr.json"):
+    for name in ("zarr.json", "K_train/zarr.json", "markers/K_test/zarr.json"):
         file = store / name
         saved = file.read_bytes()
         file.write_bytes(saved[:len(saved) // 3])

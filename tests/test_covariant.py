@@ -22,6 +22,7 @@ from scipy.spatial.transform import Rotation
 from store_helpers import ASE_SHAPE_WARNING, error_line, random_atoms
 from store_helpers import wkdist_cli as wkdist
 
+from wkdist import read_kernels
 from wkdist.engine.targets import tensor_matrices, to_spherical
 from wkdist.krr.model import load_model
 
@@ -136,7 +137,7 @@ def test_vector_outputs_and_store_layout(runs):
     assert group["K_train_lambda1"].chunks == (4, 15, 15)  # a tile of 5 structures
     assert group["K_test_lambda1"].shape == (4, 3 * N_TEST, 3 * N_TRAIN)
     assert group["y_train"].shape == (N_TRAIN, 3)
-    k = group["K_train_lambda1"][...]
+    k = read_kernels(directory / "store.zarr", "K_train_lambda1")[...]
     assert np.isfinite(k).all() and not k[0].any()  # K^0 = 0 for lambda >= 1
     np.testing.assert_allclose(k, k.transpose(0, 2, 1), rtol=0, atol=1e-13 * np.abs(k).max())
 
@@ -211,8 +212,10 @@ def test_tiled_solve_equals_dense_scipy_solve(runs, target, lam):
     suffix = "" if lam == 0 else f"_lambda{lam}"
     part = next(p for p in results["hyperparameters"]["parts"] if p["lambda"] == lam)
     c = np.asarray(part["coefficients"])
-    k_train = np.tensordot(c, group["K_train" + suffix][...], axes=1)
-    k_test = np.tensordot(c, group["K_test" + suffix][...], axes=1)
+    k_train = np.tensordot(c, read_kernels(directory / "store.zarr",
+                                                  "K_train" + suffix)[...], axes=1)
+    k_test = np.tensordot(c, read_kernels(directory / "store.zarr",
+                                                 "K_test" + suffix)[...], axes=1)
     kind = "vector" if target == "dipole" else "tensor"
     y_train = to_spherical(group["y_train"][...], kind)[lam]
     baseline_train = baseline_test = 0.0
@@ -310,7 +313,7 @@ def test_damaged_lambda_tile_is_found_and_recomputed(runs, tmp_path):
     case = tmp_path / "case"
     shutil.copytree(source, case)
     store = case / "store.zarr"
-    original = zarr.open_group(store, mode="r")["K_train_lambda1"][...]
+    original = read_kernels(store, "K_train_lambda1")[...]
     chunk = store / "K_train_lambda1" / "c" / "0" / "0" / "1"  # tile (0, 1), 15 x 15 rows
     data = bytearray(chunk.read_bytes())
     data[100] ^= 0xFF
@@ -321,5 +324,5 @@ def test_damaged_lambda_tile_is_found_and_recomputed(runs, tmp_path):
     status, _, err = wkdist("kernels", case / "config.toml")
     assert status == 0, err
     assert "computed 1 of 12 tiles (11 already done)" in err
-    repaired = zarr.open_group(store, mode="r")["K_train_lambda1"][...]
+    repaired = read_kernels(store, "K_train_lambda1")[...]
     assert repaired.tobytes() == original.tobytes()

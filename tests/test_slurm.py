@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from store_helpers import ASE_SHAPE_WARNING, write_case
 
+import wkdist
 from wkdist.cli import main
 
 pytestmark = ASE_SHAPE_WARNING
@@ -99,7 +100,8 @@ def arrays(store: Path) -> dict[str, np.ndarray]:
     import zarr
 
     group = zarr.open_group(store, mode="r")
-    return {name: group[name][...] for name in ARRAYS}
+    return {name: (wkdist.read_kernels(store, name) if name.startswith("K_") else group[name])[...]
+            for name in ARRAYS}
 
 
 def assert_identical(store: Path, reference: dict[str, np.ndarray]) -> None:

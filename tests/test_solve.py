@@ -18,6 +18,7 @@ import zarr
 
 from wkdist import NotPositiveDefiniteError
 from wkdist.krr import solve
+from wkdist.tiled.checkpoint import Markers
 
 N, CHUNK, TILE, DEPTH = 203, 32, 50, 3  # n is a multiple of neither the chunk nor the tile
 COEFFICIENTS = [0.7, 0.05, 0.3]
@@ -185,7 +186,7 @@ def test_resume_after_lost_markers_and_tiles(tmp_path, rng, client):
     # as if the run had died: markers of panel 3 and tile (4, 4) never written, tile (4, 3)
     # marked but its chunk lost, and an orphan temporary from an interrupted zarr write
     for i, j in ((3, 3), (4, 4)):
-        (base / "done" / "c" / str(i) / str(j) / "0").unlink()
+        Markers(base, "markers").unmark(i, j)
     (base / "L" / "c" / "4" / "3").unlink()
     (base / "L" / "c" / "4" / "4").write_bytes(b"garbage: rewritten because not marked")
     orphan = base / "L" / "c" / "2" / "2.0123.partial"
@@ -240,15 +241,17 @@ def test_sigkilled_factorization_resumes_bitwise(tmp_path, rng, client):
                                    start_new_session=True)
     try:
         deadline = time.monotonic() + 600  # a loaded machine starts the cluster slowly
-        markers = []
+        marked = 0
         while time.monotonic() < deadline and process.poll() is None:
             solve_dir = tmp_path / "killed" / "solve"
-            markers = list(solve_dir.glob("*/done/c/*/*/0")) if solve_dir.exists() else []
-            if len(markers) >= 4:
+            factors = [Markers(d, "markers") for d in solve_dir.glob("*")] if (
+                solve_dir.exists()) else []
+            marked = sum(int((m.table()[:, :, 2] == 1).sum()) for m in factors if m.exists())
+            if marked >= 4:
                 break
             time.sleep(0.05)
         assert process.poll() is None, log.read_text()
-        assert len(markers) >= 4
+        assert marked >= 4
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the driver, the nannies and the workers
         process.wait()

@@ -18,13 +18,14 @@ from .errors import (
     WkdistError,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "structure_kernels": "wkdist.engine.api",
     "equivariant_structure_kernels": "wkdist.engine.api",
     "WignerKernelRidge": "wkdist.krr.estimator",
     "WignerCalculator": "wkdist.krr.estimator",
+    "read_kernels": "wkdist.tiled.store",
 }
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "equivariant_structure_kernels",
     "WignerKernelRidge",
     "WignerCalculator",
+    "read_kernels",
     "WkdistError",
     "SettingsError",
     "StructureError",

@@ -6,6 +6,8 @@ Each class also inherits the built-in exception a caller would catch for the sam
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = [
@@ -62,11 +64,12 @@ class MissingTilesError(StoreError, KeyError):
 class DamagedTileError(StoreError):
     """A stored tile's bytes do not match the checksum its completion marker recorded.
 
-    Raised where the tile is read (often in a worker); ``marker`` is the marker file the driver
-    deletes so the next run recomputes the tile (workers never unmark: one writer per file).
+    Raised where the tile is read (often in a worker); ``marker`` names the marker the driver
+    clears (``wkdist.tiled.checkpoint.unmark``) so the next run recomputes the tile: workers
+    never write markers.
     """
 
-    def __init__(self, message: str, marker: str = "", kind: str = "kernel") -> None:
+    def __init__(self, message: str, marker: Any = None, kind: str = "kernel") -> None:
         super().__init__(message, marker, kind)
         self.marker = marker
         self.kind = kind  # "kernel" or "factor"

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from ..engine.structures import check_frames, species_of
 from ..errors import StoreError
+from ..tiled.checkpoint import MarkerBatch
 from ..tiled.graph import TileResult, build_graph
 from ..tiled.store import (
     KernelStore,
@@ -143,10 +144,12 @@ def compute_kernels(
                        interval=progress_interval, enabled=progress)
         bar.update(summary.skipped_tiles)
         futures = client.get(graph, keys, sync=False)
+        batch = MarkerBatch()
         bar.start()
         try:
             for future in as_completed(futures):
                 result: TileResult = future.result()  # re-raises a task's error here
+                store.record(batch, result.tile, result.crc)
                 summary.results.append(result)
                 summary.computed_tiles += 1
                 summary.compute_s += result.compute_s
@@ -156,6 +159,7 @@ def compute_kernels(
                 if on_result is not None:
                     on_result(result)
         finally:
+            batch.flush()  # every tile that finished is marked, whatever stopped the loop
             bar.stop()
             client.cancel(futures)
         bar.close()

@@ -55,9 +55,9 @@ def _check_complete(store: Any, config: Config) -> None:
 
 def _checked(group: zarr.Group, name: str) -> Any:
     """Kernel array ``name`` whose reads check each chunk against its tile's marker."""
-    from ..tiled.store import checked_array
+    from ..tiled.store import read_kernels
 
-    return checked_array(group.store.root, name)
+    return read_kernels(group.store.root, name)
 
 
 def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
@@ -169,7 +169,7 @@ def _repair_hint(config: Config) -> Iterator[None]:
     """A kernel tile found damaged where it is read: unmark it (here, in the driver) and stop
     with one line naming it and the command that recomputes it."""
     from ..errors import DamagedTileError, StoreError
-    from ..tiled.store import unmark
+    from ..tiled.checkpoint import unmark
 
     try:
         yield

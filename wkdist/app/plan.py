@@ -66,16 +66,21 @@ def tile_plan(n_train: int, n_test: int, tile_size: int, nu_max: int,
         cost += count * LAMBDA_COST[t.lam]
     nt, ns = n_blocks(n_train, tile), n_blocks(n_test, tile)
     channels = nu_max + 1
-    square = sum((2 * lam + 1) ** 2 for lam in lambdas)
-    kernel_bytes = 8 * channels * square * (n_train * n_train + n_test * n_train)
+    kernel_bytes = 0
+    for t in tiles:  # only computed tiles are stored (K_train's lower triangle is not)
+        d = 2 * t.lam + 1
+        kernel_bytes += 8 * channels * tile * d * tile * d + 4  # whole chunks + their crc
     other = 8 * (n_train + n_test) * (components + 1)  # targets and split indices
     k = len(lambdas)
+    markers = k * (nt + ns)  # one marker file per tile row
     return {
         "tile_size": tile, "grid_train": (nt, nt), "grid_test": (ns, nt),
-        "train_tiles": k * nt * (nt + 1) // 2, "mirrored": k * nt * (nt - 1) // 2,
+        "train_tiles": k * nt * (nt + 1) // 2,
         "test_tiles": k * ns * nt, "tasks": len(tiles), "pack_tasks": nt + ns,
-        "pairs": pairs, "pair_cost": cost, "chunks": k * (nt * nt + ns * nt),
-        "bytes": kernel_bytes + other + 4 * k * (nt * nt + ns * nt),
+        "pairs": pairs, "pair_cost": cost, "chunks": len(tiles),
+        "bytes": kernel_bytes + other + markers * 24 * nt,
+        # chunk files, marker files; directories: c/0 and one per tile row of each array
+        "files": len(tiles) + markers, "directories": 2 * 2 * k + k * (nt + ns),
     }
 
 
@@ -118,11 +123,13 @@ def plan_lines(config_path: str | Path, *, check: bool = True) -> Iterator[str]:
         f"orders lambda = {', '.join(map(str, lambdas))}")
     yield (f"tiles: tile_size {p['tile_size']}; K_train grid {p['grid_train'][0]} x "
         f"{p['grid_train'][1]}, K_test grid {p['grid_test'][0]} x {p['grid_test'][1]}")
-    yield (f"tiles: {p['train_tiles']} of K_train computed ({p['mirrored']} more written as "
-        f"transposed mirrors), {p['test_tiles']} of K_test")
+    yield (f"tiles: {p['train_tiles']} of K_train computed (I <= J; the reader transposes them "
+           f"for the lower triangle), {p['test_tiles']} of K_test")
     yield (f"tasks: {p['tasks']} tile tasks + {p['pack_tasks']} packing tasks")
-    yield (f"store: {_bytes(p['bytes'])} in {p['chunks']} kernel chunks "
-        f"(float64, nu_max + 1 = {config.kernel.nu_max + 1} channels) at {config.store.path}")
+    yield (f"store: {_bytes(p['bytes'])} in {p['files']:,} files and {p['directories']:,} "
+           f"directories ({p['chunks']:,} kernel chunks of float64, nu_max + 1 = "
+           f"{config.kernel.nu_max + 1} channels, one marker file per tile row) at "
+           f"{config.store.path}")
     yield from _store_state(config)
     pairs = p["pairs"]
     scale = lambda_cost(config.kernel.lambda_max)

@@ -424,7 +424,8 @@ class _Search:
     def kernels(self, settings: KernelSettings) -> tuple[dict[int, np.ndarray], str, float]:
         """{lambda: K^nu of the search structures, nu = 0..settings.nu_max}, how, seconds."""
         from ..errors import DamagedTileError
-        from ..tiled.store import checked_array, strict_reads, unmark
+        from ..tiled.checkpoint import unmark
+        from ..tiled.store import read_kernels, strict_reads
         from ..tiled.tiles import kernel_array
         from .compute import compute_kernels
 
@@ -443,7 +444,7 @@ class _Search:
             wall, computed = wall + summary.wall_s, computed + summary.computed_tiles
             try:
                 with strict_reads():
-                    kernels = {lam: checked_array(path, kernel_array("train", lam))
+                    kernels = {lam: read_kernels(path, kernel_array("train", lam))
                                [: settings.nu_max + 1] for lam in self.y}
                 break
             except DamagedTileError as error:

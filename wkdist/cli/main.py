@@ -24,7 +24,7 @@ __all__ = ["main"]
 
 # The command modules, in the order --help lists their commands (the workflow's order); each
 # registers its commands with wkdist.cli.commands when imported.
-COMMAND_MODULES = ("kernels", "status", "export", "run", "plan", "tune")
+COMMAND_MODULES = ("kernels", "status", "convert", "export", "run", "plan", "tune")
 
 
 

@@ -14,8 +14,8 @@ Layout inside the kernel store (``T`` = factor tile size, ``nt = ceil(n / T)``):
                                exactly these, so other coefficients get another factor.
     STORE/solve/<h>/L          (n, n) float64, chunks (T, T): the lower Cholesky factor; tiles
                                above the diagonal are never written (read back as NaN)
-    STORE/solve/<h>/done       (nt, nt, 2) uint64, chunks (1, 1, 2): per-tile completion markers
-                               [hash64(h), crc32 of the L chunk file]
+    STORE/solve/<h>/markers    (nt, nt, 3) uint64: completion markers [tag of h, crc32 of the
+                               L chunk file, done], one chunk per tile row
     STORE/solve/<h>/W          (n, n) scratch: look-ahead partial updates (deleted at the end)
 
 Algorithm: left-looking block Cholesky with a one-panel look-ahead, every tile written once:
@@ -30,15 +30,16 @@ its inputs tile by tile from zarr (never through Dask's memory) and accumulates 
 in a fixed order in one buffer, so a worker holds at most the K^nu chunk being mixed plus three
 tiles, whatever n, and results do not depend on the schedule or the number of workers.
 
-Checkpoint protocol (per ``fin`` task): write the L chunk (zarr renames a temporary file into
-place), fsync it and its directories, then write the marker chunk and fsync it. A tile is done iff
-its marker names this factor and its chunk file exists; a resumed run drops done tiles from the
-graph and recomputes only the rest. Tiles are write-once with deterministic values, so recomputing
-one that was written but not marked is harmless and the result is bitwise identical. Every read
-of a factor tile first checks its chunk against the crc its marker recorded
-(``wkdist.tiled.store.check_chunk``), and every read of a kernel chunk against its tile's marker; a
-damaged factor tile is unmarked by the driver and recomputed (``_repair``), a damaged kernel
-tile is the caller's to report.
+Checkpoints: the protocol of the kernel store (``wkdist.tiled.checkpoint``). A ``fin`` task
+writes its L chunk durably and returns its crc; the driver records the marker. A tile is done
+iff its marker names this factor and its chunk file exists; a resumed run drops done tiles from
+the graph and recomputes only the rest. Tiles are write-once with deterministic values, so
+recomputing one that was written but not marked is harmless and the result is bitwise
+identical. Every read of a factor tile first checks its chunk against its crc: the crc a
+dependency task returned (a tile of this run, which the driver may not have marked yet) or else
+the marker; every read of a kernel chunk goes through ``read_kernels``. A damaged factor tile
+is unmarked by the driver and recomputed (``_repair``), a damaged kernel tile is the caller's
+to report.
 
 The per-tile functions (``mix_tile``, ``gemm_update``, ...) are plain numpy/BLAS; the ``_task_*``
 wrappers open the arrays; ``_factor_graph``/``_solve_graph``/``_predict_graph`` build the graphs.
@@ -46,7 +47,6 @@ wrappers open the arrays; ``_factor_graph``/``_solve_graph``/``_predict_graph`` 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -54,7 +54,7 @@ import math
 import os
 import shutil
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,8 +67,21 @@ from threadpoolctl import threadpool_limits
 from zarr.codecs import Crc32cCodec
 
 from ..errors import DamagedTileError, NotPositiveDefiniteError, StoreError
-from ..tiled.durable import DurableTree, fsync_path
-from ..tiled.store import check_chunk, checked_array, unmark
+from ..tiled.checkpoint import (
+    MarkerBatch,
+    Markers,
+    check_chunk,
+    chunk_file,
+    create_markers,
+    listed_tiles,
+    make_row_dirs,
+    open_array,
+    remove_partials,
+    unmark,
+    write_tile,
+)
+from ..tiled.durable import fsync_path
+from ..tiled.store import read_kernels
 from .hyper import check_regularization
 
 __all__ = [
@@ -87,7 +100,7 @@ __all__ = [
 
 log = logging.getLogger("wkdist")
 
-FORMAT = 1
+FORMAT = 2  # 1: per-tile marker chunks written by the tasks (wkdist 0.1)
 SOLVE_GROUP = "solve"
 _TARGET_TILE = 1024  # factor tile side aimed at: a tile gemm is ~2 GFLOP (~40 ms on one core)
 # Damaged factor tiles a fit recomputes by itself before it gives up (each is found at its read,
@@ -185,69 +198,60 @@ class _Spec:
 
 
 def _open(root: str, path: str, writable: bool) -> zarr.Array:
-    """Open an array (reading a chunk that is not on disk raises), once per process and version
-    of its metadata file: a store rebuilt at the same path is opened afresh."""
-    try:
-        meta = os.stat(os.path.join(root, path, "zarr.json"))
-        version = (meta.st_ino, meta.st_mtime_ns, meta.st_size)
-    except OSError:
-        version = None
-    return _open_cached(root, path, writable, version)
+    return open_array(root, path, writable=writable)
 
 
-@functools.lru_cache(maxsize=64)
-def _open_cached(root: str, path: str, writable: bool, version: Any) -> zarr.Array:
-    store = zarr.storage.LocalStore(root, read_only=not writable)
-    return zarr.open_array(store, path=path, mode="r+" if writable else "r",
-                           config={"read_missing_chunks": False})
+def _markers(spec: _Spec) -> Markers:
+    return Markers(spec.root, spec.base + "/markers")
 
 
-def _chunk_file(spec: _Spec, name: str, coords: Sequence[int]) -> Path:
-    return Path(spec.root, spec.base, name, "c", *map(str, coords))
+# Factor tiles of this run a task may read, {(i, k): crc}: what its dependencies returned.
+Known = dict[tuple[int, int], int]
 
 
-def _durable(spec: _Spec, file: Path) -> None:
-    """fsync a chunk file and the directories up to the array (a row directory may be new)."""
-    DurableTree(Path(spec.root, spec.base)).sync(file)
-
-
-def _read_l(spec: _Spec, i: int, j: int) -> np.ndarray:
-    """Factor tile (i, j), its chunk checked against the crc its marker recorded."""
+def _read_l(spec: _Spec, i: int, j: int, known: Known | None = None) -> np.ndarray:
+    """Factor tile (i, j), its chunk checked against its crc first."""
     (r0, r1), (c0, c1) = spec.bounds(i), spec.bounds(j)
-    _read_l_checked(spec, i, j)
+    _check_l(spec, i, j, known)
     return _open(spec.root, spec.base + "/L", False)[r0:r1, c0:c1]
 
 
-def _read_l_checked(spec: _Spec, i: int, j: int) -> None:
-    """Raise DamagedTileError unless factor tile (i, j) matches its marker."""
-    expected = None
-    try:
-        tag, crc = (int(v) for v in _open(spec.root, spec.base + "/done", False)[i, j])
-        if tag == spec.tag:
-            expected = crc
-    except Exception:  # absent or damaged marker: check_chunk reports the tile as unmarked
-        pass
-    check_chunk(_chunk_file(spec, "L", (i, j)), expected, kind="factor",
+def _check_l(spec: _Spec, i: int, j: int, known: Known | None = None) -> None:
+    """Raise DamagedTileError unless factor tile (i, j) matches the crc a dependency returned
+    or, for a tile of an earlier run, its marker."""
+    markers = _markers(spec)
+    expected = (known or {}).get((i, j))
+    if expected is None:
+        expected = markers.expected(i, j, spec.tag)
+    check_chunk(chunk_file(spec.root, spec.base + "/L", (i, j)), expected, kind="factor",
                 what=f"store {spec.root}: factor tile {spec.base}/L ({i}, {j})",
-                marker=_chunk_file(spec, "done", (i, j, 0)))
+                marker=markers.ref(i, j))
+
+
+def _known(dependencies: Sequence[Any]) -> Known:
+    known: Known = {}
+    for result in dependencies:
+        if isinstance(result, dict):
+            known.update(result)
+    return known
 
 
 def _start(spec: _Spec, i: int, j: int) -> np.ndarray:
     """The mixed tile, with the regularization on the diagonal of a diagonal tile."""
-    acc = mix_tile(checked_array(spec.root, spec.kernel), spec.coefficients,
+    acc = mix_tile(read_kernels(spec.root, spec.kernel), spec.coefficients,
                    spec.bounds(i), spec.bounds(j))
     if i == j:
         acc[np.diag_indices_from(acc)] += spec.regularization
     return acc
 
 
-def _update(spec: _Spec, acc: np.ndarray, i: int, j: int, k: int) -> None:
+def _update(spec: _Spec, acc: np.ndarray, i: int, j: int, k: int, known: Known) -> None:
     """acc -= L[i,k] L[j,k]^T, reading the factor tiles from zarr."""
-    lik = _read_l(spec, i, k)
+    lik = _read_l(spec, i, k, known)
     if i == j:
         syrk_update(acc, lik)
     else:
-        gemm_update(acc, lik, _read_l(spec, j, k))
+        gemm_update(acc, lik, _read_l(spec, j, k, known))
 
 
 # =========================================================================== tasks
@@ -255,16 +259,19 @@ def _update(spec: _Spec, acc: np.ndarray, i: int, j: int, k: int) -> None:
 
 def _task_pre(spec: _Spec, i: int, j: int, *dependencies: Any) -> None:
     """W[i,j] = mixed tile - sum_{k <= j-2} L[i,k] L[j,k]^T (scratch, not fsynced)."""
+    known = _known(dependencies)
     with threadpool_limits(1):
         acc = _start(spec, i, j)
         for k in range(j - 1):
-            _update(spec, acc, i, j, k)
+            _update(spec, acc, i, j, k, known)
     (r0, r1), (c0, c1) = spec.bounds(i), spec.bounds(j)
     _open(spec.root, spec.base + "/W", True)[r0:r1, c0:c1] = acc
 
 
-def _task_fin(spec: _Spec, i: int, j: int, *dependencies: Any) -> int:
-    """Finish factor tile (i, j), write it durably, then its completion marker."""
+def _task_fin(spec: _Spec, i: int, j: int, *dependencies: Any) -> Known:
+    """Finish factor tile (i, j) and write it durably. Returns the crcs of row i's tiles known
+    so far, this one included ({(i, k): crc}): the tasks of later panels read them."""
+    known = _known(dependencies)
     (r0, r1), (c0, c1) = spec.bounds(i), spec.bounds(j)
     with threadpool_limits(1):
         if j >= 2:
@@ -272,7 +279,7 @@ def _task_fin(spec: _Spec, i: int, j: int, *dependencies: Any) -> int:
         else:
             acc = _start(spec, i, j)
         if j >= 1:
-            _update(spec, acc, i, j, j - 1)
+            _update(spec, acc, i, j, j - 1, known)
         if i == j:
             info = potrf_lower(acc)
             if info != 0:
@@ -282,14 +289,10 @@ def _task_fin(spec: _Spec, i: int, j: int, *dependencies: Any) -> int:
                     f"(matrix row {r0 + info - 1}); use a larger `regularization` "
                     f"(now {spec.regularization!r}) or check the kernel coefficients")
         else:
-            trsm_right_lower_t(acc, _read_l(spec, j, j))
-    _open(spec.root, spec.base + "/L", True)[r0:r1, c0:c1] = acc
-    chunk = _chunk_file(spec, "L", (i, j))
-    _durable(spec, chunk)
-    crc = zlib.crc32(chunk.read_bytes())
-    _open(spec.root, spec.base + "/done", True)[i, j] = np.array([spec.tag, crc], np.uint64)
-    _durable(spec, _chunk_file(spec, "done", (i, j, 0)))
-    return crc
+            trsm_right_lower_t(acc, _read_l(spec, j, j, known))
+    crc = write_tile(_open(spec.root, spec.base + "/L", True), (slice(r0, r1), slice(c0, c1)),
+                     acc, chunk_file(spec.root, spec.base + "/L", (i, j)))
+    return {**{key: value for key, value in known.items() if key[0] == i}, (i, j): crc}
 
 
 # =========================================================================== driver side
@@ -420,15 +423,14 @@ def _prepare(group: Any, coefficients: Any, regularization: float, tile_size: in
         fgroup.create_array("L", shape=(n, n), chunks=(tile, tile), dtype="float64",
                             fill_value=np.nan, compressors=[Crc32cCodec()],
                             config={"write_empty_chunks": True})
-    if "done" not in fgroup:
-        fgroup.create_array("done", shape=(nt, nt, 2), chunks=(1, 1, 2), dtype="uint64",
-                            fill_value=0, compressors=None,
-                            config={"write_empty_chunks": True})
+        make_row_dirs(root, base + "/L", nt)
+    if "markers" not in fgroup:
+        create_markers(fgroup, "markers", nt, nt)
     if "W" not in fgroup and nt > 2:
         fgroup.create_array("W", shape=(n, n), chunks=(tile, tile), dtype="float64",
                             fill_value=np.nan, compressors=None,
                             config={"write_empty_chunks": True})
-    for name_ in ("L", "done", "W"):
+    for name_ in ("L", "markers", "W"):
         directory = Path(root, base, name_)
         if directory.exists():
             fsync_path(directory / "zarr.json")
@@ -440,7 +442,7 @@ def _discard_unreadable(solve_dir: Path, factor_dir: Path) -> None:
     """A factor is derived data: when its metadata is truncated or edited, delete it (here, in
     the driver, before any task runs) so it is computed again instead of failing every fit."""
     for directory, files in ((solve_dir, ["zarr.json"]),
-                             (factor_dir, ["zarr.json", "L/zarr.json", "done/zarr.json",
+                             (factor_dir, ["zarr.json", "L/zarr.json", "markers/zarr.json",
                                            "W/zarr.json"])):
         for name in files:
             file = directory / name
@@ -459,36 +461,22 @@ def _discard_unreadable(solve_dir: Path, factor_dir: Path) -> None:
 
 def _done_tiles(spec: _Spec, verify: bool = False) -> set[tuple[int, int]]:
     """Tiles whose marker names this factor and whose chunk file exists (``verify``: and whose
-    file checksum matches the marker)."""
-    done_dir = Path(spec.root, spec.base, "done", "c")
+    file checksum matches the marker): one marker file and one listing per tile row."""
+    if not _markers(spec).exists():
+        return set()
+    table = _markers(spec).table()
     found: set[tuple[int, int]] = set()
-    if not done_dir.exists():
-        return found
-    markers = _open(spec.root, spec.base + "/done", False)
-    for i in range(spec.nt):
-        for j in range(i + 1):
-            if not (done_dir / str(i) / str(j) / "0").exists():
-                continue
-            try:
-                tag, crc = (int(v) for v in markers[i, j])
-            except Exception:  # a damaged marker counts as absent
-                continue
-            chunk = _chunk_file(spec, "L", (i, j))
-            if tag != spec.tag or not chunk.exists():
-                continue
-            if verify and zlib.crc32(chunk.read_bytes()) != crc:
-                continue
-            found.add((i, j))
+    for i, j in listed_tiles(spec.root, spec.base + "/L"):
+        if i >= spec.nt or j > i:
+            continue
+        tag, crc, done = (int(v) for v in table[i, j])
+        if done != 1 or tag != spec.tag:
+            continue
+        file = chunk_file(spec.root, spec.base + "/L", (i, j))
+        if verify and zlib.crc32(file.read_bytes()) != crc:
+            continue
+        found.add((i, j))
     return found
-
-
-def _remove_partials(spec: _Spec) -> int:
-    """Delete orphan ``*.partial`` files a killed zarr write left under this factor."""
-    count = 0
-    for file in Path(spec.root, spec.base).rglob("*.partial"):
-        file.unlink(missing_ok=True)
-        count += 1
-    return count
 
 
 # Dask key layout of the factorization (``t`` = first 20 hex digits of the factor hash, a
@@ -497,7 +485,8 @@ def _remove_partials(spec: _Spec) -> int:
 #     ("wkdist-chol-fin-<t>", I, J)   I >= J: final factor tile L[I,J] + marker; returns its crc
 # Dependencies: pre(I,J) <- fin(I,J-2), fin(J,J-2);  fin(I,J) <- pre(I,J), fin(I,J-1),
 # fin(J,J-1), fin(J,J) (I > J). Tiles already done are left out and so are edges to them
-# (their data is read from the store). Results are the markers' crcs, never tile data.
+# (their data is read from the store). A fin's result is the crcs of its row's tiles of this run
+# ({(I, K): crc}, K <= J: what later panels read), never tile data; the driver marks each.
 def _factor_graph(spec: _Spec, done: set[tuple[int, int]], token: str
                   ) -> tuple[dict, list, dict]:
     pre_name, fin_name = f"wkdist-chol-pre-{token}", f"wkdist-chol-fin-{token}"
@@ -529,16 +518,23 @@ def _factor_graph(spec: _Spec, done: set[tuple[int, int]], token: str
     return dsk, keys, priority
 
 
-def _run(dsk: dict, keys: list, client: Any, priority: dict | None = None) -> list:
+def _run(dsk: dict, keys: list, client: Any, priority: dict | None = None,
+         on_result: Callable[[Any, Any], None] | None = None) -> list:
     """Compute ``keys`` of a raw graph on a distributed Client, or in this process (client None,
-    BLAS on one thread so the values are those the workers would compute)."""
+    BLAS on one thread so the values are those the workers would compute). ``on_result(key,
+    value)`` is called in the driver as each key finishes (in this process: at the end)."""
     if not keys:
         return []
     if client is None:
         import dask.local
 
         with threadpool_limits(1):
-            return list(dask.local.get_sync(dsk, keys))
+            results = list(dask.local.get_sync(dsk, keys))
+        for key, value in zip(keys, results):
+            if on_result is not None:
+                on_result(key, value)
+        return results
+    graph: Any = dsk
     if priority:
         from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
@@ -553,8 +549,18 @@ def _run(dsk: dict, keys: list, client: Any, priority: dict | None = None) -> li
         if rest:
             layers["wkdist-rest"] = MaterializedLayer(rest)
             deps["wkdist-rest"] = set()
-        return list(client.get(HighLevelGraph(layers, deps), keys))
-    return list(client.get(dsk, keys))
+        graph = HighLevelGraph(layers, deps)
+    if on_result is None:
+        return list(client.get(graph, keys))
+    from distributed import as_completed
+
+    futures = client.get(graph, keys, sync=False)
+    try:
+        for future in as_completed(futures):
+            on_result(future.key, future.result())  # re-raises a task's error here
+        return [future.result() for future in futures]
+    finally:
+        client.cancel(futures)
 
 
 def cholesky_factor(group: Any, *, coefficients: Sequence[float], regularization: float = 1.0,
@@ -572,16 +578,26 @@ def cholesky_factor(group: Any, *, coefficients: Sequence[float], regularization
     Only one driver at a time should resume a given factor (it deletes orphan temporaries).
     """
     spec, digest, fgroup = _prepare(group, coefficients, regularization, tile_size, kernel)
-    _remove_partials(spec)
+    remove_partials(Path(spec.root, spec.base))
     computed = 0
+    markers = _markers(spec)
+    batch = MarkerBatch()
+
+    def mark(key: Any, result: Known) -> None:
+        _, i, j = key
+        batch.add(markers, spec.tag, i, j, result[(i, j)])
+
     for attempt in range(_REPAIRS + 1):
         done = _done_tiles(spec, verify=verify)
         dsk, keys, priority = _factor_graph(spec, done, digest[:20])
         try:
-            _run(dsk, keys, client, priority)
+            _run(dsk, keys, client, priority, on_result=mark)
         except DamagedTileError as error:
+            batch.flush()
             _repair(error, attempt)
             continue
+        finally:
+            batch.flush()  # every finished tile is marked, whatever stopped the graph
         computed += len(keys)
         break
     total = spec.nt * (spec.nt + 1) // 2
@@ -605,19 +621,21 @@ def _repair(error: DamagedTileError, attempt: int) -> None:
 
 def verify_factors(root: Path | str, *, repair: bool = True) -> list[str]:
     """Check every marked factor tile under ``root/solve`` against its marker's crc; return
-    the damaged ones as "solve/<h>/L (i, j): why". With ``repair`` their markers are deleted,
-    so the next fit recomputes them."""
+    the damaged ones as "solve/<h>/L (i, j)". With ``repair`` their markers are cleared, so
+    the next fit recomputes them."""
     solve_dir = Path(root, SOLVE_GROUP)
     damaged: list[str] = []
     if not solve_dir.is_dir():
         return damaged
-    for factor in sorted(p for p in solve_dir.iterdir() if (p / "done" / "c").is_dir()):
+    for factor in sorted(p for p in solve_dir.iterdir() if (p / "markers" / "zarr.json").is_file()):
         base = f"{SOLVE_GROUP}/{factor.name}"
-        spec = _Spec(str(root), "", base, (), 0.0, 1, 1, int(factor.name[:16], 16))
-        for marker in sorted((factor / "done" / "c").glob("*/*/0")):
-            i, j = int(marker.parent.parent.name), int(marker.parent.name)
+        markers = Markers(str(root), base + "/markers")
+        table = markers.table()
+        for i, j in zip(*np.nonzero(table[:, :, 2] == 1)):
             try:
-                _read_l_checked(spec, i, j)
+                check_chunk(chunk_file(root, base + "/L", (i, j)), int(table[i, j, 1]),
+                            kind="factor", what=f"store {root}: factor tile {base}/L ({i}, {j})",
+                            marker=markers.ref(i, j))
             except DamagedTileError as error:
                 damaged.append(f"{base}/L ({i}, {j})")
                 log.debug("%s", error)
@@ -718,7 +736,7 @@ def fit_weights(group: Any, y: Any, *, coefficients: Sequence[float],
 
 def _predict_rows(root: str, path: str, coefficients: tuple[float, ...], rows: tuple[int, int],
                   col_step: int, alpha: np.ndarray) -> np.ndarray:
-    karr = checked_array(root, path)
+    karr = read_kernels(root, path)
     n = karr.shape[2]
     out = np.zeros((rows[1] - rows[0],) + alpha.shape[1:], dtype=np.float64)
     with threadpool_limits(1):

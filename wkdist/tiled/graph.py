@@ -73,20 +73,22 @@ class TileResult:
     compute_s: float
     write_s: float
     pairs: int
+    crc: int  # of the tile's chunk file, for its marker
 
 
 def run_tile(tile: Tile, packed_a: PackedArrays, packed_b: PackedArrays | None, *,
              settings: KernelSettings, threads: int | None,
-             write: Callable[[Tile, np.ndarray], None]) -> TileResult:
-    """Compute one tile and hand it to ``write``. Pure and idempotent: rerunning rewrites the
-    same bytes, so a task Dask retries after a lost worker is harmless."""
+             write: Callable[[Tile, np.ndarray], int]) -> TileResult:
+    """Compute one tile and hand it to ``write`` (which stores it and returns its crc32). Pure
+    and idempotent: rerunning rewrites the same bytes, so a task Dask retries after a lost
+    worker is harmless."""
     start = time.perf_counter()
     values = tile_values(packed_a, packed_b, settings=settings, threads=threads, lam=tile.lam)
     computed = time.perf_counter()
-    write(tile, values)
+    crc = write(tile, values)
     n_a = packed_a.n_structures
     pairs = n_a * (n_a + 1) // 2 if packed_b is None else n_a * packed_b.n_structures
-    return TileResult(tile, computed - start, time.perf_counter() - computed, pairs)
+    return TileResult(tile, computed - start, time.perf_counter() - computed, pairs, crc)
 
 
 # --------------------------------------------------------------------------- the graph
@@ -101,7 +103,7 @@ def build_graph(
     species: np.ndarray,
     tile_size: int,
     threads: int | None,
-    write: Callable[[Tile, np.ndarray], None],
+    write: Callable[[Tile, np.ndarray], int],
     token: str,
 ) -> tuple[dict, list[str]]:
     """A low-level Dask graph computing ``tiles``; returns (graph, keys of the tile tasks).

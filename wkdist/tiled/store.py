@@ -1,16 +1,17 @@
-"""The kernel store: a zarr 3 group whose tiles survive any crash, and its completion protocol.
+"""The kernel store: a zarr 3 group of kernel tiles that survives any crash (format 2).
 
 Layout (``T`` = tile size, ``nt`` / ``ns`` = tile rows of the train / test set)::
 
     STORE/zarr.json            attributes["wkdist"]: format, version, settings, data, tile_size,
                                params_hash (written once, by the driver, when the store is made)
-    STORE/K_train              (nu_max + 1, n_train, n_train) float64, chunks (nu_max + 1, T, T)
+    STORE/K_train              (nu_max + 1, n_train, n_train) float64, chunks (nu_max + 1, T, T):
+                               only tiles I <= J are stored (the matrix is symmetric)
     STORE/K_test               (nu_max + 1, n_test, n_train)  float64, chunks (nu_max + 1, T, T)
     STORE/y_train, y_test      (n,) or (n, components) float64, written by the driver
     STORE/train_index, test_index  (n,) int64: position in the input file (QM9: Index column);
                                rows of K and y follow this split order
-    STORE/tiles/K_train        (nt, nt, 4) uint64, chunks (1, 1, 4): completion markers
-    STORE/tiles/K_test         (ns, nt, 4) uint64, chunks (1, 1, 4)
+    STORE/markers/K_train      (nt, nt, 3) uint64: completion markers, one chunk per tile row
+    STORE/markers/K_test       (ns, nt, 3) uint64
 
 Vector and tensor targets (``wkdist.engine.targets``) are fitted per irreducible part lambda; the
 attribute ``lambdas`` lists the parts (scalar [0], vector [1], tensor [0, 2]). For lambda >= 1
@@ -19,41 +20,35 @@ d = 2 lambda + 1 consecutive rows per structure (row = structure * d + mu)::
 
     STORE/K_train_lambda<L>    (nu_max + 1, n_train d, n_train d), chunks (nu_max + 1, T d, T d)
     STORE/K_test_lambda<L>     (nu_max + 1, n_test d, n_train d),  chunks (nu_max + 1, T d, T d)
-    STORE/tiles/K_train_lambda<L>, STORE/tiles/K_test_lambda<L>   markers as above
+    STORE/markers/K_train_lambda<L>, STORE/markers/K_test_lambda<L>   markers as above
 
 K^0 (nu = 0) is zero for lambda >= 1 and kept only so every array has the same depth. lambda = 0
 always uses K_train / K_test, so a tensor's trace part is exactly the scalar path.
 
 Every kernel chunk is one whole tile (no sharding: a partial write is a read-modify-write),
 fill value NaN, empty chunks written, a Crc32c checksum instead of a compressor (tiles compress
-only ~1.1x; the checksum catches flipped bytes and truncation).
+only ~1.1x; the checksum catches flipped bytes and truncation). Tiles are written and marked by
+the protocol of ``wkdist.tiled.checkpoint``: a tile task writes its chunk and fsyncs it and its
+row directory; the driver records [params tag, crc32 of the chunk file, done] in the marker
+row. On disk: one file per computed tile, one directory per tile row, one marker file per row.
 
-Completion protocol, per tile task: write the chunk (zarr renames a temporary file into place),
-for an off-diagonal K_train tile also its transposed mirror, fsync the chunk files and their
-directories (zarr's LocalStore does not), then write the marker chunk [params hash, crc32 of the
-tile's chunk file, crc32 of the mirror's chunk file or 0, 1] and fsync it. A tile is done iff its
-marker decodes, names this store's parameters, and its chunk files exist; ``verify`` also checks
-the checksums and decodes every done tile, and removes the markers of damaged ones so the next
-run recomputes them. Markers are a zarr array rather than JSON files because zarr warns about
-(and ``Group.members`` trips on) foreign files anywhere in the hierarchy.
+Reading: ``read_kernels(store, name)`` (also ``wkdist.read_kernels``) is the one reader of a
+kernel array. It gives any block of the full matrix (K_train's lower triangle is the transpose
+of the stored upper one) and checks every chunk it touches against its marker just before
+decoding it, raising DamagedTileError naming the tile; the driver then unmarks the tile.
 
-Checksums on read: every reader of a tile (``CheckedArray`` for kernel arrays, the tiled solve
-for factor tiles) calls ``check_chunk`` with the crc32 the tile's marker recorded, just before
-the chunk is decoded, and raises DamagedTileError naming the tile and its marker file. Readers
-never unmark: the driver catches the error and calls ``unmark``, so every marker file has one
-writer at a time and is never rewritten by a worker.
+Stores of format 1 (wkdist 0.1: per-tile marker chunks, lower triangle stored as mirrors) are
+refused with one line naming ``wkdist convert``, which rewrites them in place.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 import shutil
 import uuid
-import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,9 +58,23 @@ import zarr
 from zarr.codecs import Crc32cCodec
 
 from ..engine.settings import KernelSettings
-from ..errors import DamagedTileError, StoreError
-from .durable import DurableTree, fsync_path
-from .tiles import Tile, all_tiles, array_lambda, is_train, kernel_array, matrix_bounds, n_blocks
+from ..errors import StoreError
+from .checkpoint import (
+    MarkerBatch,
+    Markers,
+    check_chunk,
+    chunk_file,
+    crc_of,
+    create_markers,
+    listed_tiles,
+    make_row_dirs,
+    open_array,
+    remove_partials,
+    tag_of,
+    write_tile,
+)
+from .durable import fsync_path
+from .tiles import Tile, all_tiles, is_train, kernel_array, matrix_bounds, n_blocks
 
 __all__ = [
     "FORMAT",
@@ -74,6 +83,7 @@ __all__ = [
     "create_store",
     "check_store",
     "open_store",
+    "convert_store",
     "params_hash",
     "missing_tiles",
     "done_tiles",
@@ -81,14 +91,12 @@ __all__ = [
     "remove_partials",
     "strict_reads",
     "progress_counts",
-    "check_chunk",
-    "unmark",
-    "CheckedArray",
-    "checked_array",
+    "KernelArray",
+    "read_kernels",
 ]
 
-FORMAT = 1
-_MARKER_DONE = 1
+FORMAT = 2
+_MARKERS = "markers"
 
 
 def strict_reads() -> Any:
@@ -98,8 +106,9 @@ def strict_reads() -> Any:
 
 def params_hash(settings: KernelSettings, data_fingerprint: str, tile_size: int,
                 lambdas: tuple[int, ...] = (0,)) -> str:
-    """Hash of everything a tile's values depend on; markers and Dask keys carry it."""
-    content: dict[str, Any] = {"format": FORMAT, "settings": settings.to_dict(),
+    """Hash of everything a tile's values depend on; markers and Dask keys carry it. (It names
+    the values, not the layout: a store converted from format 1 keeps its hash.)"""
+    content: dict[str, Any] = {"format": 1, "settings": settings.to_dict(),
                                "data": data_fingerprint, "tile_size": tile_size}
     if tuple(lambdas) != (0,):  # scalar stores keep the hash they had before lambdas existed
         content["lambdas"] = list(lambdas)
@@ -108,145 +117,117 @@ def params_hash(settings: KernelSettings, data_fingerprint: str, tile_size: int,
 
 
 def _hash64(params: str) -> int:
-    return int(params[:16], 16)
+    return tag_of(params)
 
 
-# --------------------------------------------------------------------------- durability
+# --------------------------------------------------------------------------- reading kernels
 
 
-def _chunk_path(root: Path, array: str, coords: Iterable[int]) -> Path:
-    return root.joinpath(array, "c", *map(str, coords))
+class KernelArray:
+    """A kernel array of a store, read as the full matrix: ``array[nu, rows, cols]`` with an
+    integer or slice for nu and plain slices for rows and columns (``[...]`` reads it all).
 
+    K_train blocks below the diagonal are transposes of the stored tiles above it. Every chunk
+    a read touches is first checked against its marker (``check_chunk``); a plain zarr group
+    without markers is read as it is (its Crc32c codec still checks each chunk).
+    """
 
-def _crc(path: Path) -> int:
-    return zlib.crc32(path.read_bytes())
-
-
-# --------------------------------------------------------------------------- checksums on read
-# Every reader of a kernel or factor tile calls ``check_chunk`` with the crc32 the tile's
-# completion marker recorded, just before decoding the chunk: a chunk replaced by another valid
-# chunk (its own Crc32c matches) or damaged on disk is found at the moment of use. The reader
-# only raises; the driver deletes the marker (``unmark``), so markers stay write-once per writer.
-
-
-def check_chunk(file: Path, expected: int | None, *, what: str, marker: Path | str,
-                kind: str = "kernel") -> None:
-    """Raise DamagedTileError unless ``file`` exists and its crc32 is ``expected`` (None: the
-    tile is not marked done)."""
-    try:
-        actual = _crc(Path(file))
-    except FileNotFoundError:
-        raise DamagedTileError(f"{what}: its chunk file {file} is missing", str(marker),
-                               kind) from None
-    except OSError as error:
-        raise DamagedTileError(f"{what}: cannot read {file} ({error.strerror or error})",
-                               str(marker), kind) from None
-    if expected is None:
-        raise DamagedTileError(f"{what}: no valid completion marker", str(marker), kind)
-    if actual != expected:
-        raise DamagedTileError(f"{what}: checksum of {file} is {actual:08x}, its marker "
-                               f"recorded {expected:08x} (damaged or replaced)",
-                               str(marker), kind)
-
-
-def unmark(marker: Path | str) -> None:
-    """Delete a completion marker (driver only), durably: its tile counts as missing."""
-    marker = Path(marker)
-    marker.unlink(missing_ok=True)
-    if marker.parent.is_dir():
-        fsync_path(marker.parent, directory=True)
-
-
-def _marker_file(root: Path, name: str, row: int, col: int) -> Path:
-    return _chunk_path(root, "tiles/" + name, (row, col, 0))
-
-
-def _read_marker(root: Path, name: str, row: int, col: int) -> np.ndarray | None:
-    """The 4 marker words of tile (row, col) of kernel array ``name``, or None when absent or
-    unreadable."""
-    try:
-        return _open_readonly(str(root), "tiles/" + name)[row, col]
-    except Exception:  # absent (read_missing_chunks False) or damaged: not done
-        return None
-
-
-@functools.lru_cache(maxsize=64)
-def _open_readonly_cached(root: str, path: str, version: Any) -> zarr.Array:
-    return zarr.open_array(zarr.storage.LocalStore(root, read_only=True), path=path, mode="r",
-                           config={"read_missing_chunks": False})
-
-
-def _open_readonly(root: str, path: str) -> zarr.Array:
-    try:
-        meta = os.stat(os.path.join(root, path, "zarr.json"))
-        version = (meta.st_ino, meta.st_mtime_ns, meta.st_size)
-    except OSError:
-        version = None
-    return _open_readonly_cached(root, path, version)
-
-
-class CheckedArray:
-    """A kernel array of a wkdist store whose reads check every chunk they touch against its
-    completion marker first (``check_chunk``). Slicing as zarr's, with slices or Ellipsis."""
-
-    def __init__(self, root: Path | str, name: str, array: zarr.Array | None = None,
-                 expected_hash: int | None = None) -> None:
+    def __init__(self, root: Path | str, name: str, *, tag: int | None = None,
+                 markers: bool = True) -> None:
         self.root = Path(root)
         self.name = name
-        self.array = array if array is not None else _open_readonly(str(root), name)
-        self.expected_hash = expected_hash
+        self.array = open_array(str(root), name)
+        self.tag = tag
+        self.markers = Markers(self.root, f"{_MARKERS}/{name}") if markers else None
+        self.symmetric = markers and is_train(name)
         self.shape = self.array.shape
         self.chunks = self.array.chunks
         self.dtype = self.array.dtype
         self.ndim = self.array.ndim
 
-    def check(self, row: int, col: int) -> None:
-        """Check chunk (0, row, col) against the marker of the tile it belongs to."""
-        mirrored = is_train(self.name) and row > col
-        tile = (col, row) if mirrored else (row, col)
-        marker = _read_marker(self.root, self.name, *tile)
-        expected = None
-        if (marker is not None and int(marker[3]) == _MARKER_DONE
-                and (self.expected_hash is None or int(marker[0]) == self.expected_hash)):
-            expected = int(marker[2 if mirrored else 1])
-        what = (f"store {self.root}: kernel tile {self.name} {tile}"
-                + (f" (its mirror, chunk ({row}, {col}))" if mirrored else ""))
-        check_chunk(_chunk_path(self.root, self.name, (0, row, col)), expected, what=what,
-                    marker=_marker_file(self.root, self.name, *tile))
+    def stored(self, row: int, col: int) -> tuple[int, int, bool]:
+        """The stored tile that holds chunk (row, col) of the full matrix, and whether the
+        chunk is its transpose."""
+        if self.symmetric and row > col:
+            return col, row, True
+        return row, col, False
 
-    def __getitem__(self, key: Any) -> np.ndarray:
+    def check(self, row: int, col: int) -> None:
+        """Check the stored tile behind chunk (row, col) against its marker."""
+        if self.markers is None:
+            return
+        tile_row, tile_col, transposed = self.stored(row, col)
+        what = (f"store {self.root}: kernel tile {self.name} ({tile_row}, {tile_col})"
+                + (f" (read as chunk ({row}, {col}))" if transposed else ""))
+        check_chunk(chunk_file(self.root, self.name, (0, tile_row, tile_col)),
+                    self.markers.expected(tile_row, tile_col, self.tag), what=what,
+                    marker=self.markers.ref(tile_row, tile_col))
+
+    def _key(self, key: Any) -> tuple[Any, slice, slice]:
         key = key if isinstance(key, tuple) else (key,)
         if any(k is Ellipsis for k in key):
             at = key.index(Ellipsis)
             key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1:]
         key = key + (slice(None),) * (self.ndim - len(key))
-        ranges = []
         for axis in (1, 2):
             k = key[axis]
             if not isinstance(k, slice) or k.step not in (None, 1):
-                raise TypeError(f"{self.name}: checked reads take plain slices, got {k!r}")
-            start, stop, _ = k.indices(self.shape[axis])
-            size = self.chunks[axis]
-            ranges.append(range(start // size, -(-stop // size)) if stop > start else range(0))
-        for row in ranges[0]:
-            for col in ranges[1]:
+                raise TypeError(f"{self.name}: kernel reads take plain slices, got {k!r}")
+        return key
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        first, rows, cols = self._key(key)
+        r0, r1, _ = rows.indices(self.shape[1])
+        c0, c1, _ = cols.indices(self.shape[2])
+        depth = len(range(*first.indices(self.shape[0]))) if isinstance(first, slice) else None
+        out = np.empty(((depth,) if depth is not None else ()) + (max(r1 - r0, 0),
+                                                                  max(c1 - c0, 0)))
+        size_r, size_c = self.chunks[1], self.chunks[2]
+        for row in range(r0 // size_r, -(-r1 // size_r)) if r1 > r0 else ():
+            a0, a1 = max(r0, row * size_r), min(r1, (row + 1) * size_r)
+            for col in range(c0 // size_c, -(-c1 // size_c)) if c1 > c0 else ():
+                b0, b1 = max(c0, col * size_c), min(c1, (col + 1) * size_c)
                 self.check(row, col)
-        return self.array[key]
+                if self.stored(row, col)[2]:
+                    block = np.swapaxes(self.array[first, b0:b1, a0:a1], -1, -2)
+                else:
+                    block = self.array[first, a0:a1, b0:b1]
+                out[..., a0 - r0:a1 - r0, b0 - c0:b1 - c0] = block
+        return out
 
 
-def checked_array(root: Path | str, name: str) -> CheckedArray | zarr.Array:
-    """Kernel array ``name`` of the store at ``root``, checked on read when the store has
-    completion markers for it (a plain zarr group has none: its Crc32c codec still checks)."""
-    root = Path(root)
-    if not (root / "tiles" / name / "zarr.json").is_file():
-        return _open_readonly(str(root), name)
-    expected = None
+def read_kernels(store: Any, name: str = "K_train") -> KernelArray | zarr.Array:
+    """The one reader of a kernel array: ``read_kernels(path)[nu, rows, cols]`` is any block of
+    the full matrix, checked against the store's markers.
+
+    Parameters
+    ----------
+    store : str, Path or KernelStore
+        A wkdist kernel store (or any zarr group holding a (depth, m, n) array ``name``).
+    name : str
+        ``K_train``, ``K_test``, or for vector and tensor targets ``K_train_lambda<L>`` /
+        ``K_test_lambda<L>``.
+
+    Returns
+    -------
+    KernelArray or zarr.Array
+        Sliceable like a numpy array of shape (nu_max + 1, rows, n_train); a zarr group
+        without wkdist markers gives its plain zarr array.
+    """
+    root = Path(getattr(store, "path", store))
+    if not Markers(root, f"{_MARKERS}/{name}").exists():
+        if (root / name / "zarr.json").is_file() and not (root / "tiles").exists():
+            return open_array(str(root), name)
+        _read_meta(root)  # a wkdist store of another format: one line naming the converter
+        raise StoreError(f"{root}: no kernel array {name!r}")
+    tag = None
     try:
         meta = json.loads((root / "zarr.json").read_text())["attributes"]["wkdist"]
-        expected = _hash64(str(meta["params_hash"]))
+        tag = _hash64(str(meta["params_hash"]))
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    return CheckedArray(root, name, expected_hash=expected)
+    return KernelArray(root, name, tag=tag)
+
 
 
 # --------------------------------------------------------------------------- the store
@@ -292,11 +273,22 @@ class KernelStore:
     def tiles(self) -> list[Tile]:
         return all_tiles(self.n_train, self.n_test, self.tile_size, self.lambdas)
 
+    @property
+    def tag(self) -> int:
+        """What this store's markers record besides the crc (from its params_hash)."""
+        return _hash64(self.params_hash)
+
+    def markers(self, name: str) -> Markers:
+        return Markers(self.path, f"{_MARKERS}/{name}")
+
     def writer(self) -> TileWriter:
         shape = {name: (self.n_train if is_train(name) else self.n_test, self.n_train)
                  for name in self.arrays()}
-        return TileWriter(self.path, params_hash=self.params_hash, tile_size=self.tile_size,
-                          shape=shape)
+        return TileWriter(self.path, tile_size=self.tile_size, shape=shape)
+
+    def record(self, batch: MarkerBatch, tile: Tile, crc: int) -> None:
+        """Driver side: a tile task finished; its marker is written with the batch."""
+        batch.add(self.markers(tile.array), self.tag, tile.row, tile.col, crc)
 
 
 def _describe_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -342,7 +334,7 @@ def _check_metadata(path: Path, meta: Mapping[str, Any]) -> None:
     """Every array of the store has readable metadata of the expected kind."""
     lambdas = [int(lam) for lam in meta.get("lambdas", [0])]
     names = [kernel_array(side, lam) for lam in lambdas for side in ("train", "test")]
-    names = names + ["tiles/" + name for name in names] + [
+    names = names + [f"{_MARKERS}/{name}" for name in names] + [
         "y_train", "y_test", "train_index", "test_index"]
     for name in names:
         file = path / name / "zarr.json"
@@ -367,6 +359,9 @@ def _read_meta(path: Path) -> tuple[zarr.Group, dict[str, Any]]:
             ValueError, TypeError, KeyError) as error:
         raise StoreError(f"{path}: not a readable zarr group ({type(error).__name__})") from None
     meta = group.attrs.get("wkdist")
+    if isinstance(meta, dict) and meta.get("format") == 1:
+        raise StoreError(f"{path}: a store of wkdist {meta.get('version', '0.1')} (format 1); "
+                         f"convert it once with `wkdist convert {path}`")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise StoreError(f"{path}: a zarr group, but not a wkdist kernel store "
                          f"(format {FORMAT})")
@@ -474,13 +469,12 @@ def _build(root: Path, meta: dict[str, Any], settings: KernelSettings, dataset: 
                                    dtype=values.dtype, fill_value=fill,
                                    compressors=[Crc32cCodec()], config={"write_empty_chunks": True})
         array[...] = values
-    markers = group.create_group("tiles")
+    group.create_group(_MARKERS)
     nt, ns = n_blocks(n_train, tile_size), n_blocks(n_test, tile_size)
     for lam in lambdas:
         for side, rows in (("train", nt), ("test", ns)):
-            markers.create_array(kernel_array(side, lam), shape=(rows, nt, 4), chunks=(1, 1, 4),
-                                 dtype="uint64", fill_value=0, compressors=[Crc32cCodec()],
-                                 config={"write_empty_chunks": True})
+            create_markers(group, f"{_MARKERS}/{kernel_array(side, lam)}", rows, nt)
+            make_row_dirs(root, kernel_array(side, lam), rows, prefix=(0,))
     for directory, _, files in os.walk(root):  # the rename publishes these: make them durable
         for name in files:
             fsync_path(Path(directory) / name)
@@ -492,144 +486,76 @@ def _build(root: Path, meta: dict[str, Any], settings: KernelSettings, dataset: 
 
 class TileWriter:
     """The ``write`` callable tile tasks receive: picklable (a path and a few numbers); opens the
-    zarr arrays lazily in the worker process."""
+    zarr arrays lazily in the worker process. Writes the tile's chunk durably and returns its
+    crc32, which the driver records in the tile's marker."""
 
-    def __init__(self, path: Path | str, *, params_hash: str, tile_size: int,
+    def __init__(self, path: Path | str, *, tile_size: int,
                  shape: Mapping[str, tuple[int, int]]) -> None:
         self.path = Path(path)
-        self.params_hash = params_hash
         self.tile_size = tile_size
         self.shape = dict(shape)
-        self._arrays: dict[str, zarr.Array] = {}
-        self._durable = DurableTree(self.path)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "params_hash": self.params_hash,
-                "tile_size": self.tile_size, "shape": self.shape}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], params_hash=state["params_hash"],
-                      tile_size=state["tile_size"], shape=state["shape"])
-
-    def _array(self, name: str) -> zarr.Array:
-        if name not in self._arrays:
-            self._arrays[name] = zarr.open_array(zarr.storage.LocalStore(self.path), path=name,
-                                                 mode="r+")
-        return self._arrays[name]
-
-    def _write_chunk(self, name: str, row: int, col: int, values: np.ndarray) -> int:
-        n_rows, n_cols = self.shape[name]  # structures
-        lam = array_lambda(name)
-        rows = matrix_bounds(row, self.tile_size, n_rows, lam)
-        cols = matrix_bounds(col, self.tile_size, n_cols, lam)
-        self._array(name)[:, rows, cols] = values
-        chunk = _chunk_path(self.path, name, (0, row, col))
-        self._durable.sync(chunk)
-        return _crc(chunk)
-
-    def __call__(self, tile: Tile, values: np.ndarray) -> None:
-        crc = self._write_chunk(tile.array, tile.row, tile.col, values)
-        mirror = 0
-        if tile.mirrored:
-            mirror = self._write_chunk(tile.array, tile.col, tile.row, values.transpose(0, 2, 1))
-        marker = np.array([_hash64(self.params_hash), crc, mirror, _MARKER_DONE], dtype=np.uint64)
-        self._array("tiles/" + tile.array)[tile.row, tile.col] = marker
-        self._durable.sync(_chunk_path(self.path, "tiles/" + tile.array, (tile.row, tile.col, 0)))
+    def __call__(self, tile: Tile, values: np.ndarray) -> int:
+        n_rows, n_cols = self.shape[tile.array]  # structures
+        rows = matrix_bounds(tile.row, self.tile_size, n_rows, tile.lam)
+        cols = matrix_bounds(tile.col, self.tile_size, n_cols, tile.lam)
+        array = open_array(str(self.path), tile.array, writable=True)
+        return write_tile(array, (slice(None), rows, cols), values,
+                          chunk_file(self.path, tile.array, (0, tile.row, tile.col)))
 
 
 # --------------------------------------------------------------------------- reading state
 
 
-def _markers(store: KernelStore, name: str) -> np.ndarray:
-    array = store.group["tiles/" + name]
-    try:
-        return array[...]
-    except ValueError:  # a damaged marker chunk: read one by one, damaged ones count as absent
-        out = np.zeros(array.shape, dtype=np.uint64)
-        for row in range(array.shape[0]):
-            for col in range(array.shape[1]):
-                try:
-                    out[row, col] = array[row, col]
-                except ValueError:
-                    pass
-        return out
-
-
-def _chunk_files(store: KernelStore, tile: Tile) -> list[Path]:
-    files = [_chunk_path(store.path, tile.array, (0, tile.row, tile.col))]
-    if tile.mirrored:
-        files.append(_chunk_path(store.path, tile.array, (0, tile.col, tile.row)))
-    return files
-
-
-def done_tiles(store: KernelStore) -> list[tuple[Tile, np.ndarray]]:
-    """Tiles whose marker is valid for this store and whose chunk files exist, with markers."""
-    expected = _hash64(store.params_hash)
-    markers = {name: _markers(store, name) for name in store.arrays()}
+def done_tiles(store: KernelStore) -> list[tuple[Tile, int]]:
+    """Tiles whose marker is valid for this store and whose chunk file exists, with the crc
+    their marker recorded: one marker file and one directory listing per tile row."""
+    tables = {name: store.markers(name).table() for name in store.arrays()}
+    files = {name: listed_tiles(store.path, name, prefix=(0,)) for name in store.arrays()}
+    tag = store.tag
     done = []
     for tile in store.tiles():
-        marker = markers[tile.array][tile.row, tile.col]
-        if int(marker[3]) != _MARKER_DONE or int(marker[0]) != expected:
-            continue
-        if all(f.is_file() for f in _chunk_files(store, tile)):
-            done.append((tile, marker))
+        words = tables[tile.array][tile.row, tile.col]
+        if int(words[2]) == 1 and int(words[0]) == tag and (tile.row, tile.col) in files[
+                tile.array]:
+            done.append((tile, int(words[1])))
     return done
 
 
 def missing_tiles(store: KernelStore) -> list[Tile]:
-    """Tiles a run still has to compute (cheap: markers and file existence, no checksums)."""
+    """Tiles a run still has to compute (cheap: markers and directory listings, no checksums)."""
     done = {tile for tile, _ in done_tiles(store)}
     return [tile for tile in store.tiles() if tile not in done]
 
 
-def _tile_ok(store: KernelStore, tile: Tile, marker: np.ndarray) -> bool:
-    files = _chunk_files(store, tile)
-    expected = [int(marker[1]), int(marker[2])]
-    for file, crc in zip(files, expected):
-        try:
-            if _crc(file) != crc:
-                return False
-        except OSError:
+def _tile_ok(store: KernelStore, tile: Tile, crc: int) -> bool:
+    try:
+        if crc_of(chunk_file(store.path, tile.array, (0, tile.row, tile.col))) != crc:
             return False
-    array = store.group[tile.array]
+    except OSError:
+        return False
     n_rows = store.n_train if is_train(tile.array) else store.n_test
-    regions = [(tile.row, tile.col)] + ([(tile.col, tile.row)] if tile.mirrored else [])
-    for row, col in regions:
-        rows = matrix_bounds(row, store.tile_size, n_rows, tile.lam)
-        cols = matrix_bounds(col, store.tile_size, store.n_train, tile.lam)
-        try:
-            with strict_reads():
-                values = array[:, rows, cols]
-        except Exception:  # zarr raises ValueError on a checksum mismatch, others on garbage
-            return False
-        if not np.isfinite(values).all():
-            return False
-    return True
+    rows = matrix_bounds(tile.row, store.tile_size, n_rows, tile.lam)
+    cols = matrix_bounds(tile.col, store.tile_size, store.n_train, tile.lam)
+    try:
+        with strict_reads():
+            values = store.group[tile.array][:, rows, cols]
+    except Exception:  # zarr raises ValueError on a checksum mismatch, others on garbage
+        return False
+    return bool(np.isfinite(values).all())
 
 
 def verify_tiles(store: KernelStore, *, repair: bool = True) -> list[Tile]:
     """Check every done tile (checksums and decoding); return the damaged ones.
 
-    With ``repair`` their markers are deleted, so the next run recomputes them (the store must
-    have been opened with mode "r+").
+    With ``repair`` their markers are cleared, so the next run recomputes them (driver only;
+    the store must have been opened with mode "r+").
     """
-    damaged = [tile for tile, marker in done_tiles(store) if not _tile_ok(store, tile, marker)]
+    damaged = [tile for tile, crc in done_tiles(store) if not _tile_ok(store, tile, crc)]
     if repair:
         for tile in damaged:
-            unmark(_marker_file(store.path, tile.array, tile.row, tile.col))
+            store.markers(tile.array).unmark(tile.row, tile.col)
     return damaged
-
-
-def remove_partials(path: Path | str) -> int:
-    """Delete orphan ``*.partial`` files zarr leaves when killed mid-write; returns how many.
-    Only while no run writes to this store."""
-    count = 0
-    for directory, _, files in os.walk(path):
-        for name in files:
-            if name.endswith(".partial"):
-                (Path(directory) / name).unlink(missing_ok=True)
-                count += 1
-    return count
 
 
 def progress_counts(store: KernelStore) -> dict[str, tuple[int, int]]:
@@ -639,3 +565,71 @@ def progress_counts(store: KernelStore) -> dict[str, tuple[int, int]]:
     return {name: (sum(t.array == name for t in done), sum(t.array == name for t in total))
             for name in store.arrays()}
 
+
+# --------------------------------------------------------------------------- format 1 -> 2
+
+
+def convert_store(path: Path | str) -> dict[str, int]:
+    """Rewrite a format-1 store (wkdist 0.1) as format 2, in place; driver only, with the
+    store locked. Returns counts: tiles kept, mirror chunks and marker files removed.
+
+    Done tiles keep their values: each one whose 0.1 marker is valid and whose chunk matches
+    the crc that marker recorded is marked in the new table; the rest count as missing. Safe
+    to interrupt and rerun: the format attribute changes only once the new markers are
+    durable, and the old files are removed after that.
+    """
+    path = Path(path)
+    node = _metadata(path / "zarr.json") if (path / "zarr.json").is_file() else {}
+    meta = node.get("attributes", {}).get("wkdist") if isinstance(node, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") not in (1, FORMAT):
+        raise StoreError(f"{path}: not a wkdist kernel store")
+    group = zarr.open_group(zarr.storage.LocalStore(path), mode="r+")
+    lambdas = [int(lam) for lam in meta.get("lambdas", [0])]
+    names = [kernel_array(side, lam) for lam in lambdas for side in ("train", "test")]
+    tile_size = int(meta["tile_size"])
+    n_train, n_test = int(meta["data"]["n_train"]), int(meta["data"]["n_test"])
+    nt, ns = n_blocks(n_train, tile_size), n_blocks(n_test, tile_size)
+    counts = {"tiles": 0, "mirrors_removed": 0, "marker_files_removed": 0}
+    if meta["format"] == 1:
+        tag = _hash64(str(meta["params_hash"]))
+        if _MARKERS not in group:
+            group.create_group(_MARKERS)
+        for name in names:
+            rows = nt if is_train(name) else ns
+            if name not in group[_MARKERS]:
+                create_markers(group, f"{_MARKERS}/{name}", rows, nt)
+            make_row_dirs(path, name, rows, prefix=(0,))
+            old = zarr.open_array(zarr.storage.LocalStore(path, read_only=True),
+                                  path=f"tiles/{name}", mode="r")
+            entries = []
+            for row in range(rows):
+                for col in range(row if is_train(name) else 0, nt):
+                    try:
+                        words = old[row, col]
+                    except Exception:  # a damaged 0.1 marker: the tile counts as missing
+                        continue
+                    if int(words[3]) != 1 or int(words[0]) != tag:
+                        continue
+                    try:
+                        if crc_of(chunk_file(path, name, (0, row, col))) != int(words[1]):
+                            continue
+                    except OSError:
+                        continue
+                    entries.append((row, col, int(words[1])))
+            Markers(path, f"{_MARKERS}/{name}").record(entries, tag)
+            counts["tiles"] += len(entries)
+        group.attrs["wkdist"] = {**meta, "format": FORMAT}
+        fsync_path(path / "zarr.json")
+    for name in names:
+        if not is_train(name):
+            continue
+        for row, col in sorted(listed_tiles(path, name, prefix=(0,))):
+            if row > col:  # a 0.1 mirror: the reader transposes the stored tile instead
+                chunk_file(path, name, (0, row, col)).unlink(missing_ok=True)
+                counts["mirrors_removed"] += 1
+    if (path / "tiles").exists():
+        counts["marker_files_removed"] = sum(1 for file in (path / "tiles").rglob("*")
+                                             if file.is_file() and file.name != "zarr.json")
+        shutil.rmtree(path / "tiles")
+    fsync_path(path, directory=True)
+    return counts
