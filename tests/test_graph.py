@@ -3,12 +3,14 @@ import signal
 
 import numpy as np
 import pytest
-from store_helpers import ASE_SHAPE_WARNING, molecules, read_kernels, reference, write_case
+from store_helpers import ASE_SHAPE_WARNING, read_kernels, reference, write_case
 
 from wkdist import KernelSettings
-from wkdist.app.compute import compute_kernels
+from wkdist.app.compute import compute_kernels, prepare_store
 from wkdist.app.config import load_config
-from wkdist.tiled.graph import build_graph
+from wkdist.app.dataset import load_dataset
+from wkdist.tiled.graph import run_in_waves, tile_tasks
+from wkdist.tiled.store import missing_tiles
 from wkdist.tiled.tiles import TEST, TRAIN, Tile, all_tiles
 
 pytestmark = ASE_SHAPE_WARNING
@@ -31,18 +33,45 @@ def test_tiles_cover_the_upper_triangle_and_test_block():
     assert all_tiles(4, 4, 4) == [Tile(TRAIN, 0, 0), Tile(TEST, 0, 0)]
 
 
-def test_graph_keys_are_deterministic_and_packs_shared():
-    frames = molecules(7)
-    kwargs = dict(settings=KernelSettings(nu_max=2), species=np.array([1, 6, 7, 8]),
-                  tile_size=3, threads=1, write=print, token="abc")
-    tiles = all_tiles(5, 2, 3)
-    g1, k1 = build_graph(tiles, frames[:5], frames[5:], **kwargs)
-    g2, k2 = build_graph(tiles, frames[:5], frames[5:], **kwargs)
-    assert k1 == k2 and len(set(k1)) == len(tiles)
-    packs = [k for k in g1 if isinstance(k, tuple)]
-    assert sorted(p[1:] for p in packs) == [("test", 0), ("train", 0), ("train", 1)]
-    _, k3 = build_graph(tiles, frames[:5], frames[5:], **{**kwargs, "token": "abd"})
-    assert not set(k1) & set(k3)
+def test_task_keys_are_deterministic_and_carry_no_structures(tmp_path):
+    """Keys depend on the token and the tile only; a task's arguments are a few hundred bytes
+    whatever the number or size of the structures (they are read from the store)."""
+    import pickle
+
+    kwargs = dict(root=tmp_path, settings=KernelSettings(nu_max=2),
+                  species=np.array([1, 6, 7, 8]), tile_size=3, threads=1, write=print,
+                  token="abc")
+    small, large = all_tiles(5, 2, 3), all_tiles(5000, 2000, 3)
+    t1, t2 = tile_tasks(small, **kwargs), tile_tasks(small, **kwargs)
+    assert [t.key for t in t1] == [t.key for t in t2] and len({t.key for t in t1}) == len(small)
+    assert not {t.key for t in t1} & {t.key for t in tile_tasks(small, **{**kwargs,
+                                                                          "token": "abd"})}
+    sizes = [len(pickle.dumps(t)) for t in tile_tasks(large[:50] + large[-50:], **kwargs)]
+    assert max(sizes) < 2000
+
+
+def test_waves_bound_the_tasks_in_flight(tmp_path, client):
+    """run_in_waves keeps at most ``in_flight`` tile tasks submitted at once and reports every
+    one; the scheduler never sees the whole run."""
+    config = load_config(write_case(tmp_path, n_train=14, n_test=5, tile_size=3))
+    store = prepare_store(config, load_dataset(config.data))
+    tasks = tile_tasks(missing_tiles(store), root=store.path, settings=config.kernel,
+                       species=np.array([1, 6, 7, 8]), tile_size=store.tile_size, threads=1,
+                       write=store.writer(), token=store.params_hash[:32])
+    seen, processing, known = [], [], []
+
+    def on_result(task, result):
+        seen.append(result.tile)
+        processing.append(sum(len(keys) for keys in client.processing().values()))
+        known.append(client.run_on_scheduler(
+            lambda dask_scheduler: sum(str(k).startswith("wkdist-tile-")
+                                       for k in dask_scheduler.tasks)))
+
+    run_in_waves(client, tasks, on_result=on_result, in_flight=3)
+    assert sorted(seen) == sorted(t.tile for t in tasks) and len(tasks) == 15 + 10
+    assert max(processing) <= 3
+    # the scheduler holds the tasks in flight and, briefly, finished ones being released
+    assert max(known) <= 3 + 2
 
 
 def test_store_equals_structure_kernels_and_rerun_is_free(tmp_path, client):

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from ..engine.structures import check_frames, species_of
 from ..errors import StoreError
 from ..tiled.checkpoint import MarkerBatch
-from ..tiled.graph import TileResult, build_graph
+from ..tiled.graph import TileResult, run_in_waves, tile_tasks
 from ..tiled.store import (
     KernelStore,
     check_store,
@@ -116,8 +116,6 @@ def compute_kernels(
     checksums first and recompute damaged ones. ``on_result`` is called in the driver with each
     finished tile's TileResult. Raises WkdistError subclasses for bad data or a stale store.
     """
-    from distributed import as_completed
-
     stream = stream if stream is not None else sys.stderr
     start = time.perf_counter()
     dataset = dataset if dataset is not None else load_dataset(config.data)
@@ -131,9 +129,8 @@ def compute_kernels(
                             damaged_tiles=len(damaged), removed_partials=partials,
                             load_s=loaded - start)
     if todo:
-        graph, keys = build_graph(
-            todo, dataset.train_frames, dataset.test_frames,
-            settings=config.kernel,
+        tasks = tile_tasks(
+            todo, root=store.path, settings=config.kernel,
             species=species_of(dataset.train_frames, dataset.test_frames),
             tile_size=store.tile_size,
             threads=numba_threads if numba_threads is not None
@@ -143,25 +140,25 @@ def compute_kernels(
         bar = Progress(total, done=summary.skipped_tiles, stream=stream,
                        interval=progress_interval, enabled=progress)
         bar.update(summary.skipped_tiles)
-        futures = client.get(graph, keys, sync=False)
         batch = MarkerBatch()
+
+        def finished(_: object, result: TileResult) -> None:
+            store.record(batch, result.tile, result.crc)
+            summary.results.append(result)
+            summary.computed_tiles += 1
+            summary.compute_s += result.compute_s
+            summary.write_s += result.write_s
+            summary.pairs += result.pairs
+            bar.update(summary.skipped_tiles + summary.computed_tiles)
+            if on_result is not None:
+                on_result(result)
+
         bar.start()
         try:
-            for future in as_completed(futures):
-                result: TileResult = future.result()  # re-raises a task's error here
-                store.record(batch, result.tile, result.crc)
-                summary.results.append(result)
-                summary.computed_tiles += 1
-                summary.compute_s += result.compute_s
-                summary.write_s += result.write_s
-                summary.pairs += result.pairs
-                bar.update(summary.skipped_tiles + summary.computed_tiles)
-                if on_result is not None:
-                    on_result(result)
+            run_in_waves(client, tasks, on_result=finished)
         finally:
-            batch.flush()  # every tile that finished is marked, whatever stopped the loop
+            batch.flush()  # every tile that finished is marked, whatever stopped the run
             bar.stop()
-            client.cancel(futures)
         bar.close()
     summary.wall_s = time.perf_counter() - start
     left = missing_tiles(store)

@@ -9,9 +9,12 @@ called directly (the benchmark does).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -21,6 +24,7 @@ from ..engine.api import kernel_block
 from ..engine.settings import KernelSettings
 from ..engine.structures import pack_structures
 from ..kernels.wigner import PackedArrays
+from .frames import frame_count, read_frames
 from .tiles import (
     Tile,
     is_train,
@@ -32,8 +36,14 @@ __all__ = [
     "tile_values",
     "run_tile",
     "TileResult",
-    "build_graph",
+    "TileTask",
+    "store_tile",
+    "tile_tasks",
+    "run_in_waves",
 ]
+
+_TRAIN_FRAMES = "structures/train_"
+_TEST_FRAMES = "structures/test_"
 
 # --------------------------------------------------------------------------- per-tile functions
 
@@ -91,59 +101,93 @@ def run_tile(tile: Tile, packed_a: PackedArrays, packed_b: PackedArrays | None, 
     return TileResult(tile, computed - start, time.perf_counter() - computed, pairs, crc)
 
 
-# --------------------------------------------------------------------------- the graph
+# --------------------------------------------------------------------------- tile tasks
 
 
-def build_graph(
-    tiles: Iterable[Tile],
-    train_frames: Sequence[Atoms],
-    test_frames: Sequence[Atoms],
-    *,
-    settings: KernelSettings,
-    species: np.ndarray,
-    tile_size: int,
-    threads: int | None,
-    write: Callable[[Tile, np.ndarray], int],
-    token: str,
-) -> tuple[dict, list[str]]:
-    """A low-level Dask graph computing ``tiles``; returns (graph, keys of the tile tasks).
+def store_tile(tile: Tile, *, root: str, settings: KernelSettings, species: np.ndarray,
+               tile_size: int, threads: int | None,
+               write: Callable[[Tile, np.ndarray], int]) -> TileResult:
+    """One tile task: read the tile's structures from the store, pack them, compute, write.
 
-    Key layout (``token`` = hash of settings, data and tile size, so keys are deterministic and
-    two different stores never share a key):
-      ("wkdist-pack-" + token, "train" | "test", I)  packed structures of tile row/column I,
-                                                     only for rows/columns some tile needs
-      "wkdist-tile-" + tokenize(token, array, I, J)  one tile; depends on its row's and column's
-                                                     pack keys; returns a TileResult
+    Packing here (about 0.1 % of a tile's time) rather than in shared tasks means no packed
+    block outlives its tile and no structure travels through the scheduler."""
+    rows_prefix = _TRAIN_FRAMES if is_train(tile.array) else _TEST_FRAMES
+    rows = tile_bounds(tile.row, tile_size, frame_count(root, rows_prefix))
+    a = pack_block(read_frames(root, rows_prefix, rows.start, rows.stop), settings=settings,
+                   species=species)
+    b = None
+    if not (is_train(tile.array) and tile.row == tile.col):
+        cols = tile_bounds(tile.col, tile_size, frame_count(root, _TRAIN_FRAMES))
+        b = pack_block(read_frames(root, _TRAIN_FRAMES, cols.start, cols.stop),
+                       settings=settings, species=species)
+    return run_tile(tile, a, b, settings=settings, threads=threads, write=write)
+
+
+# Key layout: "wkdist-tile-" + tokenize(token, array, I, J), one independent task per tile
+# (``token`` = hash of settings, data and tile size, so keys are deterministic and two stores
+# never share one). A task's arguments are the tile, the store path and a few numbers (about
+# a kilobyte pickled): its structures are read from the store inside the task.
+def tile_tasks(tiles: Iterable[Tile], *, root: str | Path, settings: KernelSettings,
+               species: np.ndarray, tile_size: int, threads: int | None,
+               write: Callable[[Tile, np.ndarray], int], token: str) -> list[TileTask]:
+    """The tasks computing ``tiles``, in the order given."""
+    options = {"root": str(root), "settings": settings, "species": np.asarray(species),
+               "tile_size": tile_size, "threads": threads, "write": write}
+    return [TileTask("wkdist-tile-" + tokenize(token, tile.array, tile.row, tile.col), tile,
+                     options) for tile in tiles]
+
+
+@dataclass(frozen=True)
+class TileTask:
+    key: str
+    tile: Tile
+    options: dict
+
+    function = staticmethod(store_tile)
+
+    @property
+    def args(self) -> tuple:
+        return (self.tile,)
+
+    @property
+    def kwargs(self) -> dict:
+        return self.options
+
+
+def run_in_waves(client: Any, calls: Iterable[Any], *,
+                 on_result: Callable[[Any, Any], None], in_flight: int | None = None) -> None:
+    """Run independent calls on a distributed Client, a bounded number submitted at a time
+    (default: twice the cluster's worker threads, counted again as workers come and go), and
+    call ``on_result(call, result)`` in the driver as each finishes. The scheduler never holds
+    more than that many of them, whatever their number.
+
+    A call is a TileTask, or any object with ``key``, ``function``, ``args`` and ``kwargs``.
     """
-    tiles = list(tiles)
-    pack_name = "wkdist-pack-" + token
-    graph: dict = {}
+    from distributed import as_completed
 
-    def pack_key(side: str, index: int) -> tuple[str, str, int]:
-        key = (pack_name, side, index)
-        if key not in graph:
-            frames = train_frames if side == "train" else test_frames
-            rows = tile_bounds(index, tile_size, len(frames))
-            graph[key] = (_pack_task, list(frames[rows]), settings, species)
-        return key
+    def limit() -> int:
+        if in_flight is not None:
+            return max(1, in_flight)
+        workers = client.scheduler_info(n_workers=-1).get("workers", {})
+        return max(2, 2 * sum(w.get("nthreads", 1) for w in workers.values()))
 
-    keys = []
-    for tile in tiles:
-        key = "wkdist-tile-" + tokenize(token, tile.array, tile.row, tile.col)
-        if is_train(tile.array):
-            a = pack_key("train", tile.row)
-            b = None if tile.row == tile.col else pack_key("train", tile.col)
-        else:
-            a, b = pack_key("test", tile.row), pack_key("train", tile.col)
-        graph[key] = (_tile_task, tile, a, b, settings, threads, write)
-        keys.append(key)
-    return graph, keys
+    pending = iter(calls)
+    futures = as_completed()
+    submitted: dict[Any, Any] = {}
 
+    def submit(count: int) -> None:
+        for call in itertools.islice(pending, count):
+            future = client.submit(call.function, *call.args, key=call.key, pure=False,
+                                   **call.kwargs)
+            submitted[future] = call
+            futures.add(future)
 
-# Positional adapters: a low-level graph task is (callable, *args) with no keywords.
-def _pack_task(frames, settings, species):
-    return pack_block(frames, settings=settings, species=species)
-
-
-def _tile_task(tile, packed_a, packed_b, settings, threads, write):
-    return run_tile(tile, packed_a, packed_b, settings=settings, threads=threads, write=write)
+    try:
+        submit(limit())
+        for future in futures:
+            result = future.result()  # re-raises a task's error here
+            call = submitted.pop(future)
+            on_result(call, result)
+            submit(max(0, limit() - futures.count()))
+    finally:
+        client.cancel(list(submitted))

@@ -12,6 +12,8 @@ Layout (``T`` = tile size, ``nt`` / ``ns`` = tile rows of the train / test set):
                                rows of K and y follow this split order
     STORE/markers/K_train      (nt, nt, 3) uint64: completion markers, one chunk per tile row
     STORE/markers/K_test       (ns, nt, 3) uint64
+    STORE/structures/train_*, structures/test_*   the structures in split order, as flat
+                               arrays (``wkdist.tiled.frames``): tile tasks read theirs here
 
 Vector and tensor targets (``wkdist.engine.targets``) are fitted per irreducible part lambda; the
 attribute ``lambdas`` lists the parts (scalar [0], vector [1], tensor [0, 2]). For lambda >= 1
@@ -74,6 +76,7 @@ from .checkpoint import (
     write_tile,
 )
 from .durable import fsync_path
+from .frames import FIELDS, write_frames
 from .tiles import Tile, all_tiles, is_train, kernel_array, matrix_bounds, n_blocks
 
 __all__ = [
@@ -335,7 +338,8 @@ def _check_metadata(path: Path, meta: Mapping[str, Any]) -> None:
     lambdas = [int(lam) for lam in meta.get("lambdas", [0])]
     names = [kernel_array(side, lam) for lam in lambdas for side in ("train", "test")]
     names = names + [f"{_MARKERS}/{name}" for name in names] + [
-        "y_train", "y_test", "train_index", "test_index"]
+        "y_train", "y_test", "train_index", "test_index"] + [
+        f"structures/{side}_{field}" for side in ("train", "test") for field in FIELDS]
     for name in names:
         file = path / name / "zarr.json"
         if not file.is_file():
@@ -469,6 +473,9 @@ def _build(root: Path, meta: dict[str, Any], settings: KernelSettings, dataset: 
                                    dtype=values.dtype, fill_value=fill,
                                    compressors=[Crc32cCodec()], config={"write_empty_chunks": True})
         array[...] = values
+    group.create_group("structures")  # what tile tasks read: no structure is in the graph
+    write_frames(group, "structures/train_", dataset.train_frames)
+    write_frames(group, "structures/test_", dataset.test_frames)
     group.create_group(_MARKERS)
     nt, ns = n_blocks(n_train, tile_size), n_blocks(n_test, tile_size)
     for lam in lambdas:
