@@ -76,11 +76,24 @@ def test_predict_is_the_contract_formula(saved):
     b = np.array([sum(BASELINE[s] for s in a.get_chemical_symbols()) for a in new])
     expected = b + (kernels @ c) @ alpha
     np.testing.assert_allclose(model.predict(new), expected, rtol=1e-10, atol=0)
-    # tiling over the training set does not change the rows
-    rows = model.kernel_rows(new, tile_size=2)
-    assert rows.shape == (3, 5, 9)
-    np.testing.assert_allclose(rows, kernels.transpose(2, 0, 1), rtol=1e-12, atol=1e-14)
-    np.testing.assert_array_equal(rows, model.kernel_rows(new, tile_size=256))
+    # blocks of 2 structures of each set: the same numbers up to the order of the sums
+    np.testing.assert_allclose(model.predict(new, block=2), expected, rtol=1e-12, atol=0)
+
+
+def test_prediction_on_workers_equals_this_process_bitwise(saved):
+    """The blocks of the new and the training structures go to worker processes in waves
+    (the training blocks read from the model directory there); the driver sums them in the
+    same order as in this process."""
+    from distributed import Client, LocalCluster
+
+    path, train, _ = saved
+    model = load_model(path)
+    new = random_atoms(7, seed=5)
+    here = model.predict(new, block=3)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        there = model.predict(new, client=client, block=3)
+    np.testing.assert_array_equal(here, there)
 
 
 def test_unseen_elements_and_baseline_values(saved):

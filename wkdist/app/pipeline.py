@@ -135,12 +135,12 @@ def _weak_orders(coefficients: list[float], diagonal: np.ndarray, *, label: str,
 
 def _learning_curve(group: zarr.Group, y_parts: dict[int, np.ndarray], b_test: np.ndarray,
                     y_test: np.ndarray, kind: str, fit: FitConfig,
-                    n_train: int) -> list[dict[str, Any]]:
+                    n_train: int, client: Any) -> list[dict[str, Any]]:
     """Extra fits on the first n training structures (dense: n <= max_search), each part with
     its own CV, put together exactly as the main fit."""
     from ..engine.targets import from_spherical, target_errors
     from ..krr.hyper import fit_mixing
-    from ..krr.solve import predict_dense, solve_dense
+    from ..krr.solve import predict, solve_dense
     from ..tiled.tiles import kernel_array
 
     points = []
@@ -156,8 +156,9 @@ def _learning_curve(group: zarr.Group, y_parts: dict[int, np.ndarray], b_test: n
                                 mixing=fit.mixing)
             alpha = solve_dense(kernels, y[:n * d], coefficients=result.coefficients,
                                 regularization=fit.regularization)
-            test = _checked(group, kernel_array("test", lam))[:, :, :n * d]
-            values = predict_dense(test, alpha, coefficients=result.coefficients)
+            # streamed tile by tile on the workers: never an (m, n) block in the driver
+            values = predict(group, kernel_array("test", lam), alpha, client=client,
+                             coefficients=result.coefficients, columns=n * d)
             parts[lam] = b_test + values if lam == 0 else values.reshape(-1, d)
         prediction = from_spherical(parts, kind)
         points.append({"n_train": n, **target_errors(y_test, prediction, kind)})
@@ -264,7 +265,7 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
             factors.append(factor)
         prediction = from_spherical(predicted, kind)
         curve = _learning_curve(group, y_parts, b_test, dataset.y_test, kind, fit,
-                                dataset.n_train)
+                                dataset.n_train, client)
 
     out.mkdir(parents=True, exist_ok=True)
     save_model(out / "model", parts=parts, kind=kind, train_frames=dataset.train_frames,

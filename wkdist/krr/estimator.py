@@ -202,7 +202,7 @@ class WignerKernelRidge:
             parts.append(Part(lam=lam, alpha=alpha, coefficients=coefficients,
                               regularization=float(self.regularization),
                               baseline=baseline if lam == 0 else None))
-        self.model_ = Model(parts=tuple(parts), kind=kind, train_frames=frames,
+        self.model_ = Model.in_memory(parts=tuple(parts), kind=kind, train_frames=frames,
                             settings=settings, target=self.target, unit=self.unit)
         self.search_ = searches
         return self

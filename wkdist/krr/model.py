@@ -40,12 +40,14 @@ import numpy as np
 import zarr
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
+from threadpoolctl import threadpool_limits
 from zarr.codecs import Crc32cCodec
 
 from ..engine.api import kernel_block
 from ..engine.settings import KernelSettings
 from ..engine.structures import check_frames, pack_structures, species_of
 from ..errors import DataError, SettingsError, StoreError
+from ..tiled.frames import read_frames, write_frames
 
 __all__ = ["Model", "Part", "save_model", "load_model", "verify_model", "baseline_values",
            "FORMAT", "FORMAT_VERSION"]
@@ -83,16 +85,58 @@ def baseline_values(frames: Sequence[Atoms], baseline: dict[str, float] | None) 
     return np.array([weights[atoms.numbers].sum() for atoms in frames])
 
 
+# Structures per block, of new structures and of training structures, in a prediction: one
+# task computes the kernels of one block against the other (a few MB), mixes them and applies
+# the block's weights, so memory per task does not depend on either set's size.
+PREDICT_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One prediction task for ``run_in_waves``."""
+
+    key: str
+    function: Any
+    args: tuple
+    kwargs: dict
+
+
 @dataclass(frozen=True, eq=False)
 class Model:
-    """A loaded model; ``predict`` applies it to new structures."""
+    """A fitted model; ``predict`` applies it to new structures.
+
+    The training structures are either in memory (``frames``, a model fitted in this process)
+    or read a block at a time from the model directory (``source``, a loaded model), so a
+    loaded model holds only its weights, whatever the training set's size.
+    """
 
     parts: tuple[Part, ...]
     kind: str  # "scalar", "vector" or "tensor"
-    train_frames: list[Atoms]
     settings: KernelSettings
     target: str
     unit: str | None
+    n_train: int
+    train_species: np.ndarray  # sorted atomic numbers of the training set
+    source: str | None = None
+    frames: list[Atoms] | None = None
+
+    @classmethod
+    def in_memory(cls, *, parts: Sequence[Part], kind: str, train_frames: Sequence[Atoms],
+                  settings: KernelSettings, target: str, unit: str | None) -> Model:
+        frames = list(train_frames)
+        return cls(parts=tuple(parts), kind=kind, settings=settings, target=target, unit=unit,
+                   n_train=len(frames), train_species=species_of(frames), frames=frames)
+
+    def train_block(self, start: int, stop: int) -> list[Atoms]:
+        """Training structures ``start:stop``."""
+        if self.frames is not None:
+            return self.frames[start:stop]
+        return read_frames(self.source, "train_", start, stop)
+
+    @property
+    def train_frames(self) -> list[Atoms]:
+        """Every training structure (read from the model directory when it was loaded)."""
+        return self.train_block(0, self.n_train)
 
     # the single part of a scalar model
     @property
@@ -113,47 +157,78 @@ class Model:
 
     def unseen_elements(self, frames: Sequence[Atoms]) -> list[str]:
         """Element symbols in ``frames`` that no training structure has (their kernel is 0)."""
-        seen = set(species_of(self.train_frames).tolist())
-        new = set(species_of(frames).tolist()) - seen
+        new = set(species_of(frames).tolist()) - set(self.train_species.tolist())
         return [chemical_symbols[z] for z in sorted(new)]
 
     def unseen_rows(self, frames: Sequence[Atoms]) -> list[int]:
         """Positions of the structures in ``frames`` with an element no training structure has."""
-        seen = set(species_of(self.train_frames).tolist())
+        seen = set(self.train_species.tolist())
         return [k for k, atoms in enumerate(frames) if not set(atoms.numbers.tolist()) <= seen]
 
-    def kernel_rows(self, frames: Sequence[Atoms], *, client: Any = None,
-                    tile_size: int = 256, lam: int = 0) -> np.ndarray:
-        """K^nu(frames, train) as (nu_max + 1, n d, n_train d), d = 2 lam + 1, tiled over the
-        training set (rows and columns as in the store).
+    # Task layout (``t`` = tokenize(model, new structures, part)):
+    #     "wkdist-predict-<t>-<Q>-<B>"  block Q of new structures against training block B:
+    #                                   sum_j K_mix(x, x_j) alpha_j over j in B, (q d,)
+    # submitted in waves (run_in_waves); the driver adds the results of block Q in the order
+    # of B, so the values do not depend on the cluster, and holds (q d,) per finished task.
+    def _mixed(self, frames: list[Atoms], part: Part, *, client: Any = None,
+               block: int = PREDICT_BLOCK) -> np.ndarray:
+        """sum_j K^lam_mix(x, x_j) alpha_j for every x of ``frames``: (n d,), d = 2 lam + 1."""
+        from dask.base import tokenize
 
-        With a Dask ``client`` the tiles run on its workers; otherwise in this process.
-        """
-        frames = check_frames(frames, "structures")
-        species = species_of(frames, self.train_frames)
-        packed = pack_structures(frames, self.settings, species=species, name="structures")
-        blocks = [
-            pack_structures(self.train_frames[start:start + tile_size], self.settings,
-                            species=species, name="training structures")
-            for start in range(0, len(self.train_frames), tile_size)
-        ]
+        d = 2 * part.lam + 1
+        species = np.union1d(self.train_species, species_of(frames)) if frames else (
+            self.train_species)
+        queries = [frames[q:q + block] for q in range(0, len(frames), block)]
+        trains = [(b, min(b + block, self.n_train)) for b in range(0, self.n_train, block)]
+        token = tokenize(self.source or id(self), part.lam, part.coefficients, len(frames))
+        sums: list[list[Any]] = [[None] * len(trains) for _ in queries]
+        common = {"settings": self.settings, "species": species, "lam": part.lam,
+                  "coefficients": np.asarray(part.coefficients, dtype=np.float64)}
+
+        def call(q: int, index: int, query: Any) -> _Call:
+            start, stop = trains[index]
+            train = (self.source, start, stop) if self.frames is None else (
+                self.frames[start:stop])
+            return _Call(f"wkdist-predict-{token}-{q}-{index}", partial_prediction,
+                         (query, train), {**common, "alpha": part.alpha[start * d:stop * d]})
+
         if client is None:
-            parts = [kernel_block(packed, block, settings=self.settings, lam=lam)
-                     for block in blocks]
+            for q, query in enumerate(queries):
+                for index in range(len(trains)):
+                    c = call(q, index, query)
+                    sums[q][index] = c.function(*c.args, **c.kwargs)
         else:
-            remote = client.scatter(packed, broadcast=True)
-            futures = [client.submit(kernel_block, remote, block, settings=self.settings,
-                                     lam=lam, pure=True) for block in blocks]
-            parts = client.gather(futures)
-        block = np.concatenate(parts, axis=1)
-        if lam == 0:
-            return block.transpose(2, 0, 1)
-        n, n_train, depth, d, _ = block.shape
-        return block.transpose(2, 0, 3, 1, 4).reshape(depth, n * d, n_train * d)
+            from ..tiled.graph import run_in_waves
+
+            shipped = {}
+
+            def calls():
+                for q, query in enumerate(queries):
+                    shipped[q] = client.scatter([query])[0]  # once per block, not per task
+                    for index in range(len(trains)):
+                        yield call(q, index, shipped[q])
+
+            def finished(c: _Call, value: np.ndarray) -> None:
+                _, q, index = c.key.rsplit("-", 2)
+                sums[int(q)][int(index)] = value
+                if all(v is not None for v in sums[int(q)]):
+                    shipped.pop(int(q), None)  # the block is done: release it
+
+            run_in_waves(client, calls(), on_result=finished)
+        out = np.zeros(len(frames) * d)
+        for q, parts in enumerate(sums):
+            total = np.zeros(len(queries[q]) * d)
+            for value in parts:  # fixed order over training blocks
+                total += value
+            out[q * block * d:q * block * d + len(total)] = total
+        return out
 
     def predict(self, frames: Sequence[Atoms], *, client: Any = None,
-                allow_unseen_elements: bool = False) -> np.ndarray:
-        """Predictions in the stored Cartesian form: (n,), (n, 3) or (n, 6) (wkdist.engine.targets).
+                allow_unseen_elements: bool = False, block: int = PREDICT_BLOCK) -> np.ndarray:
+        """Predictions in the stored Cartesian form: (n,), (n, 3) or (n, 6)
+        (``wkdist.engine.targets``), computed block by block (``block`` structures of each set
+        per task; on the workers of ``client`` when given, in waves; the same values either
+        way).
 
         A structure with an element the training set never had gets NaN (its kernel with every
         training structure misses that element and the baseline has no weight for it: the
@@ -162,10 +237,10 @@ class Model:
         """
         from ..engine.targets import from_spherical
 
+        frames = check_frames(frames, "structures")
         values = {}
         for part in self.parts:
-            kernels = self.kernel_rows(frames, client=client, lam=part.lam)
-            mixed = np.tensordot(part.coefficients, kernels, axes=1) @ part.alpha
+            mixed = self._mixed(frames, part, client=client, block=block)
             if part.lam == 0:
                 values[0] = baseline_values(frames, part.baseline) + mixed
             else:
@@ -176,15 +251,24 @@ class Model:
         return prediction
 
 
-def _flatten(frames: Sequence[Atoms]) -> dict[str, np.ndarray]:
-    counts = np.array([len(a) for a in frames], dtype=np.int64)
-    return {
-        "train_numbers": np.concatenate([a.numbers for a in frames]).astype(np.int64),
-        "train_positions": np.concatenate([a.get_positions() for a in frames]),
-        "train_atom_ptr": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        "train_cells": np.array([a.get_cell().array for a in frames]).reshape(-1, 3, 3),
-        "train_pbc": np.array([a.get_pbc() for a in frames]).reshape(-1, 3),
-    }
+def partial_prediction(query: Sequence[Atoms], train: Any, *, settings: KernelSettings,
+                       species: np.ndarray, lam: int, coefficients: np.ndarray,
+                       alpha: np.ndarray) -> np.ndarray:
+    """One prediction task: sum_j K^lam_mix(x, x_j) alpha_j over one block of training
+    structures (a list, or (model directory, start, stop) to read them there), for every x
+    of ``query``: (q d,), row x d + mu."""
+    if isinstance(train, tuple):
+        source, start, stop = train
+        train = read_frames(source, "train_", start, stop)
+    a = pack_structures(query, settings, species=species, name="structures")
+    b = pack_structures(train, settings, species=species, name="training structures")
+    with threadpool_limits(1):
+        block = kernel_block(a, b, settings=settings, lam=lam)
+        mixed = np.tensordot(block, coefficients, axes=([2], [0]))  # (q, t) or (q, t, d, d)
+        if lam == 0:
+            return mixed @ alpha
+        q, t, d, _ = mixed.shape
+        return mixed.transpose(0, 2, 1, 3).reshape(q * d, t * d) @ alpha
 
 
 def _part_attrs(part: Part) -> dict[str, Any]:
@@ -204,9 +288,10 @@ def save_model(directory: Path | str, *, parts: Sequence[Part], kind: str = "sca
     staging = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.partial")
     group = zarr.open_group(staging, mode="w")
     arrays = {_alpha_name(p.lam): np.asarray(p.alpha, dtype=np.float64) for p in parts}
-    for name, values in {**arrays, **_flatten(train_frames)}.items():
+    for name, values in arrays.items():
         group.create_array(name, data=values, compressors=[Crc32cCodec()],
                            config={"write_empty_chunks": True})  # all-zero cells too
+    write_frames(group, "train_", train_frames)  # chunked: prediction tasks read a block
     attrs: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -347,30 +432,28 @@ def _load(directory: Path, attrs: dict[str, Any]) -> Model:
         settings = KernelSettings(**attrs["settings"])
     except (TypeError, SettingsError) as error:
         raise StoreError(f"model: settings in {directory} are not valid: {error}") from None
+    # the weights and what the species need; structures are read a block at a time later
+    wanted = [name for name in names if name not in ("train_positions", "train_cells",
+                                                      "train_pbc")]
     try:
         with zarr.config.set({"array.read_missing_chunks": False}):
-            values = {name: group[name][...] for name in names}
+            values = {name: group[name][...] for name in wanted}
     except Exception as error:  # a codec or shape the manifest vouches for but zarr refuses
         raise StoreError(f"model: cannot read the arrays of {directory} "
                          f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
-    ptr = values["train_atom_ptr"]
-    frames = [
-        Atoms(numbers=values["train_numbers"][ptr[k]:ptr[k + 1]],
-              positions=values["train_positions"][ptr[k]:ptr[k + 1]],
-              cell=values["train_cells"][k], pbc=values["train_pbc"][k])
-        for k in range(len(ptr) - 1)
-    ]
+    n_train = len(values["train_atom_ptr"]) - 1
     parts = []
     for described_part in described:
         lam = int(described_part["lambda"])
         alpha = values[_alpha_name(lam)]
         coefficients = np.asarray(described_part["coefficients"], dtype=np.float64)
         if (len(coefficients) != settings.nu_max + 1 or not np.isfinite(alpha).all()
-                or alpha.shape[0] != len(frames) * (2 * lam + 1)):
+                or alpha.shape[0] != n_train * (2 * lam + 1)):
             raise DataError(f"model: {directory} is inconsistent (coefficients or weights)")
         parts.append(Part(lam=lam, alpha=alpha, coefficients=coefficients,
                           regularization=float(described_part["regularization"]),
                           baseline=_baseline(described_part.get("baseline"), directory)))
-    return Model(parts=tuple(parts), kind=kind, train_frames=frames, settings=settings,
-                 target=attrs.get("target", ""), unit=attrs.get("unit"))
+    return Model(parts=tuple(parts), kind=kind, settings=settings,
+                 target=attrs.get("target", ""), unit=attrs.get("unit"), n_train=n_train,
+                 train_species=np.unique(values["train_numbers"]), source=str(directory))
 

@@ -737,7 +737,7 @@ def fit_weights(group: Any, y: Any, *, coefficients: Sequence[float],
 def _predict_rows(root: str, path: str, coefficients: tuple[float, ...], rows: tuple[int, int],
                   col_step: int, alpha: np.ndarray) -> np.ndarray:
     karr = read_kernels(root, path)
-    n = karr.shape[2]
+    n = alpha.shape[0]  # the first n columns (all of them, or a learning-curve subset)
     out = np.zeros((rows[1] - rows[0],) + alpha.shape[1:], dtype=np.float64)
     with threadpool_limits(1):
         for c0, c1 in _split(0, n, col_step):  # fixed order over column blocks
@@ -749,10 +749,13 @@ def _predict_rows(root: str, path: str, coefficients: tuple[float, ...], rows: t
 #     ("wkdist-alpha-<t>",)   alpha (n_train[, k]), shipped once
 #     ("wkdist-pred-<t>", R)  rows block R of K_mix(array) @ alpha, reading one chunk at a time
 def predict(group: Any, array_name: str, alpha: Any, *, coefficients: Sequence[float],
-            client: Any = None, rows_per_task: int | None = None) -> np.ndarray:
+            client: Any = None, rows_per_task: int | None = None,
+            columns: int | None = None) -> np.ndarray:
     """y_hat = (sum_nu coefficients[nu] group[array_name][nu]) @ alpha, tile by tile.
 
-    ``array_name``: e.g. "K_test" (nu_max + 1, m, n_train). Returns (m,) or (m, k).
+    ``array_name``: e.g. "K_test" (nu_max + 1, m, n_train). ``columns``: use only the first
+    ``columns`` columns (a model of the first training structures; alpha has that length).
+    Returns (m,) or (m, k).
     """
     from dask.base import tokenize
 
@@ -764,12 +767,14 @@ def predict(group: Any, array_name: str, alpha: Any, *, coefficients: Sequence[f
         raise StoreError(f"{root}: no array {path!r}") from None
     coefficients = _check_coefficients(coefficients, karr.shape[0])
     alpha = np.asarray(alpha, dtype=np.float64)
-    if alpha.shape[:1] != (karr.shape[2],) or alpha.ndim not in (1, 2):
-        raise ValueError(f"alpha: expected shape ({karr.shape[2]},) or ({karr.shape[2]}, k), "
-                         f"got {alpha.shape}")
+    n = karr.shape[2] if columns is None else int(columns)
+    if not 0 < n <= karr.shape[2]:
+        raise ValueError(f"columns: expected 1 .. {karr.shape[2]}, got {columns!r}")
+    if alpha.shape[:1] != (n,) or alpha.ndim not in (1, 2):
+        raise ValueError(f"alpha: expected shape ({n},) or ({n}, k), got {alpha.shape}")
     m = karr.shape[1]
     step = rows_per_task or default_tile_size(karr.chunks[1], m)
-    col_step = default_tile_size(karr.chunks[2], karr.shape[2])
+    col_step = default_tile_size(karr.chunks[2], n)
     token = tokenize(root, path, coefficients, alpha)
     akey = (f"wkdist-alpha-{token}",)
     dsk: dict = {akey: alpha}
