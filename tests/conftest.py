@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ if importlib.util.find_spec("wkdist") is None:  # running from a checkout withou
 # A worker's first connection to its scheduler may take longer than distributed's default 30 s
 # on a loaded machine; the environment reaches worker processes and subprocess tests as well.
 os.environ.setdefault("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "120s")
+# `wkdist plan` caches the rates it measures: in a directory of this test session, not ~/.cache
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="wkdist-test-cache-")
 if "dask" in sys.modules:
     import dask.config
 

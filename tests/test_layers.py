@@ -141,3 +141,15 @@ def test_the_graph_is_seen():
     assert "wkdist.engine.settings" in graph["wkdist.tiled.store"]
     assert "wkdist.app.pipeline" in graph["wkdist.cli.run"]
     assert {f"wkdist.cli.{m}" for m in ("kernels", "status", "run")} <= graph["wkdist.cli.main"]
+
+
+def test_only_the_cli_prints():
+    """Library code reports through logging (or returns lines); print is the CLI's alone."""
+    printing = []
+    for name, path in _modules().items():
+        if name.startswith("wkdist.cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "print":
+                printing.append(f"{name}:{node.lineno}")
+    assert printing == []

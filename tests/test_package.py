@@ -95,3 +95,28 @@ def test_built_in_example_runs_at_the_default_kernel_settings(tmp_path):
     config = parse_config(tomllib.loads(text), base_dir=tmp_path, source=tmp_path / "c.toml")
     assert config.kernel == wkdist.KernelSettings()
     assert (config.data.source, config.data.n_train, config.data.n_test) == ("qm9", 500, 120)
+
+
+def test_traceback_flag_shows_the_whole_error(tmp_path):
+    """Without -T an error is one line; with it (for a bug report) the full traceback."""
+    missing = tmp_path / "absent.toml"
+    plain = subprocess.run([sys.executable, "-m", "wkdist", "plan", str(missing)],
+                           capture_output=True, text=True, timeout=600)
+    assert plain.returncode == 2 and plain.stderr.count("\n") == 1
+    assert plain.stderr.startswith("wkdist: error: ") and "Traceback" not in plain.stderr
+    full = subprocess.run([sys.executable, "-m", "wkdist", "-T", "plan", str(missing)],
+                          capture_output=True, text=True, timeout=600)
+    assert full.returncode != 0 and "Traceback (most recent call last)" in full.stderr
+    assert "ConfigError" in full.stderr and str(missing) in full.stderr
+
+
+def test_library_code_logs_and_only_the_cli_prints(tmp_path, capsys, caplog):
+    """A job run from Python reports through the `wkdist` logger, not on stdout/stderr."""
+    import logging
+
+    from wkdist.app.progress import say
+
+    with caplog.at_level(logging.INFO, logger="wkdist"):
+        say("a line of progress")
+    assert capsys.readouterr() == ("", "")
+    assert [r.getMessage() for r in caplog.records] == ["a line of progress"]

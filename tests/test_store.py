@@ -258,7 +258,9 @@ def test_the_plan_counts_the_files_directories_and_bytes_of_a_real_store(case):
                         files += 1
     for where, _, names in os.walk(store.path):  # bytes: every array, targets included
         size += sum(os.path.getsize(os.path.join(where, f)) for f in names if f != "zarr.json")
-    plan = tile_plan(data.n_train, data.n_test, 4, SETTINGS.nu_max)
+    frames = data.train_frames + data.test_frames
+    plan = tile_plan(data.n_train, data.n_test, 4, SETTINGS.nu_max,
+                     atoms_per_structure=sum(len(a) for a in frames) / len(frames))
     assert (plan["files"], plan["directories"]) == (files, directories)
     assert plan["chunks"] == len(store.tiles())
     assert abs(plan["bytes"] - size) <= 0.05 * size

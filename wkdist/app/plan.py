@@ -1,16 +1,15 @@
-"""``wkdist plan CONFIG.toml``: what a run would do, without computing anything.
+"""``wkdist plan CONFIG.toml``: what a run would do and cost, without running it.
 
-Prints the tile grid, the task count, the bytes the store will hold, the projected cost, and
-for ``cluster = "slurm"`` the worker job script (built by a SLURMCluster that starts no job)
-and SLURM's verdict on it (``sbatch --test-only``, which submits nothing).
+Prints the tile grid, the task count, the bytes, files and directories the store will hold,
+and every stage's projected cost on this machine: the kernels (the engine's rate measured
+here on the job's own structures and settings, ``wkdist.app.rates``), the mixing search, the
+tiled Cholesky, the triangular solves and the predictions, with the memory of the driver and
+of a worker. For ``cluster = "slurm"`` also the worker job script (built by a SLURMCluster
+that starts no job) and SLURM's verdict on it (``sbatch --test-only``, which submits nothing).
 
-The projected cost uses one measured throughput constant, ``PAIRS_PER_CORE_SECOND``: about 525
-QM9 structure pairs per core-second, measured by ``benchmarks/tile_scaling.py`` at nu_max = 4,
-lambda_max = 3 (one numba thread per worker process, Dask + zarr + fsync included). Other
-data (bigger structures, periodic cells) and settings (higher nu_max or lambda_max) cost more
-per pair; the cost is scaled for lambda_max by ``wkdist.app.config.lambda_cost`` (the engine's
-measured growth), other settings not: scale the figure with a short measured run
-(`wkdist kernels` prints the pairs/s it reached).
+The projections assume what the README's measurements showed: tile tasks scale with cores
+(Dask, zarr and fsync add no measurable time to a tile), the factorization runs at most at
+the measured DGEMM rate on every core, and the search runs in the driver on one BLAS thread.
 """
 
 from __future__ import annotations
@@ -18,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["PAIRS_PER_CORE_SECOND", "tile_plan", "plan_lines"]
+__all__ = ["tile_plan", "plan_lines", "stage_costs"]
 
-# Measured by benchmarks/tile_scaling.py on QM9 at nu_max = 4, lambda_max = 3 (see above).
-PAIRS_PER_CORE_SECOND = 525.0
+SEARCH_SHAPES = 105  # (b, r) shapes a default exponential search evaluates (wkdist.krr.hyper)
+FREE_SHAPES = 200  # at most, more for mixing = "free"
 
 
 def _bytes(n: float) -> str:
@@ -46,7 +45,8 @@ LAMBDA_COST = {0: 1.0, 1: 1.83, 2: 2.30}
 
 
 def tile_plan(n_train: int, n_test: int, tile_size: int, nu_max: int,
-              components: int = 1, lambdas: tuple[int, ...] = (0,)) -> dict:
+              components: int = 1, lambdas: tuple[int, ...] = (0,),
+              atoms_per_structure: float = 18.0) -> dict:
     """Tile grid, task and pair counts, and stored bytes of a store for these sizes.
 
     ``pairs`` counts structure pairs over every kernel order; ``pair_cost`` weighs them by
@@ -71,13 +71,15 @@ def tile_plan(n_train: int, n_test: int, tile_size: int, nu_max: int,
         d = 2 * t.lam + 1
         kernel_bytes += 8 * channels * tile * d * tile * d + 4  # whole chunks + their crc
     other = 8 * (n_train + n_test) * (components + 1)  # targets and split indices
+    # the structures: numbers and positions per atom; pointer, cell and pbc per structure
+    other += (n_train + n_test) * (32 * atoms_per_structure + 8 + 72 + 3)
     k = len(lambdas)
     markers = k * (nt + ns)  # one marker file per tile row
     return {
         "tile_size": tile, "grid_train": (nt, nt), "grid_test": (ns, nt),
         "train_tiles": k * nt * (nt + 1) // 2,
         "test_tiles": k * ns * nt, "tasks": len(tiles), "pack_tasks": nt + ns,
-        "pairs": pairs, "pair_cost": cost, "chunks": len(tiles),
+        "pairs": pairs, "pair_cost": cost, "chunks": len(tiles), "lambdas": tuple(lambdas),
         "bytes": kernel_bytes + other + markers * 24 * nt,
         # chunk files, marker files; directories: c/0 and one per tile row of each array
         "files": len(tiles) + markers, "directories": 2 * 2 * k + k * (nt + ns),
@@ -102,12 +104,68 @@ def _target_parts(data) -> tuple[str, tuple[int, ...], int]:
     return kind, lambdas_of(kind), 1 if y.ndim == 1 else y.shape[1]
 
 
-def plan_lines(config_path: str | Path, *, check: bool = True) -> Iterator[str]:
-    """The report of ``wkdist plan``, line by line (SLURM: ``check`` asks sbatch --test-only)."""
-    from .config import LAMBDA_COST_POWER, lambda_cost, load_config
+def _sample(data, n: int = 32) -> list:
+    """``n`` structures of the data (QM9: seeded random ones, its first molecules are the
+    smallest; a file: its first ones), for measuring the engine on them."""
+    if data.source == "qm9":
+        import numpy as np
+
+        from ..data.qm9 import load_qm9
+
+        qm9 = load_qm9()
+        chosen = np.random.default_rng(0).choice(len(qm9), size=n, replace=False)
+        return qm9.frames(sorted(chosen.tolist()))
+    import ase.io
+
+    return list(ase.io.read(data.path or data.train, index=f":{n}"))
+
+
+def stage_costs(p: dict, *, n_train: int, n_test: int, nu_max: int, fit, rates,
+                cores: int, factor_tile: int) -> dict:
+    """Seconds, bytes and memory of every stage of a run (see the module docstring)."""
+    from ..krr.solve import default_tile_size
+
+    depth = nu_max + 1
+    out: dict = {}
+    kernel_core_s = p["pair_cost"] / rates.pairs_per_core_s
+    out["kernels_s"] = kernel_core_s / cores
+    out["kernel_core_s"] = kernel_core_s
+    flops = rates.dgemm_gflops * 1e9
+    m = min(n_train, fit.max_search)
+    search_s, search_bytes, factor_s, factor_bytes = 0.0, 0, 0.0, 0
+    for lam in p["lambdas"]:
+        d = 2 * lam + 1
+        size = m * d * ((fit.folds - 1) / fit.folds if fit.mode == "kfold" else 0.9)
+        per_shape = (fit.folds if fit.mode == "kfold" else 1) * rates.eigh_400_s * (
+            size / 400) ** 3
+        shapes = SEARCH_SHAPES + (FREE_SHAPES if fit.mixing == "free" else 0)
+        search_s += 0.0 if fit.coefficients is not None else shapes * per_shape
+        search_bytes = max(search_bytes, (depth + 2) * (m * d) ** 2 * 8)
+        n = n_train * d
+        factor_s += n ** 3 / 3 / (flops * cores)
+        factor_bytes += 8 * n * n // 2
+    tile = min(factor_tile, n_train) if factor_tile else default_tile_size(p["tile_size"],
+                                                                            n_train)
+    out.update(search_s=search_s, search_driver_bytes=search_bytes, factor_s=factor_s,
+               factor_bytes=factor_bytes, factor_scratch_bytes=factor_bytes)
+    # the solves and the test predictions read the factor (twice) and K_test once
+    read = 2 * factor_bytes + 8 * depth * n_test * n_train * sum(
+        (2 * lam + 1) ** 2 for lam in p["lambdas"])
+    out["solve_read_bytes"] = read
+    out["worker_bytes"] = max(4 * 8 * depth * (p["tile_size"] * 5) ** 2 if any(
+        p["lambdas"]) else 4 * 8 * depth * p["tile_size"] ** 2, 5 * 8 * tile ** 2)
+    return out
+
+
+def plan_lines(config_path: str | Path, *, check: bool = True,
+               remeasure: bool = False) -> Iterator[str]:
+    """The report of ``wkdist plan``, line by line (SLURM: ``check`` asks sbatch --test-only;
+    ``remeasure`` ignores the cached rates of this machine)."""
+    from .config import load_config
+    from .rates import measure_rates
 
     config = load_config(config_path)
-    data, compute = config.data, config.compute
+    data, compute, fit = config.data, config.compute, config.sections["fit"]
     if data.n_train is not None and data.n_test is not None:
         n_train, n_test, where = data.n_train, data.n_test, "from the configuration"
     else:  # train/test files without counts: count the structures
@@ -117,39 +175,58 @@ def plan_lines(config_path: str | Path, *, check: bool = True) -> Iterator[str]:
         n_train, n_test = dataset.n_train, dataset.n_test
         where = "counted in the data files"
     kind, lambdas, components = _target_parts(data)
-    p = tile_plan(n_train, n_test, compute.tile_size, config.kernel.nu_max, components, lambdas)
-    yield (f"plan for {config_path}")
+    sample = _sample(data)
+    p = tile_plan(n_train, n_test, compute.tile_size, config.kernel.nu_max, components, lambdas,
+                  atoms_per_structure=sum(len(a) for a in sample) / max(1, len(sample)))
+    yield f"plan for {config_path}"
     yield (f"data: {n_train} train, {n_test} test structures ({where}); {kind} target, kernel "
-        f"orders lambda = {', '.join(map(str, lambdas))}")
+           f"orders lambda = {', '.join(map(str, lambdas))}")
     yield (f"tiles: tile_size {p['tile_size']}; K_train grid {p['grid_train'][0]} x "
-        f"{p['grid_train'][1]}, K_test grid {p['grid_test'][0]} x {p['grid_test'][1]}")
+           f"{p['grid_train'][1]}, K_test grid {p['grid_test'][0]} x {p['grid_test'][1]}")
     yield (f"tiles: {p['train_tiles']} of K_train computed (I <= J; the reader transposes them "
            f"for the lower triangle), {p['test_tiles']} of K_test")
-    yield (f"tasks: {p['tasks']} tile tasks + {p['pack_tasks']} packing tasks")
+    yield (f"tasks: {p['tasks']} tile tasks, submitted in waves of twice the worker threads; "
+           "each reads its own structures from the store")
     yield (f"store: {_bytes(p['bytes'])} in {p['files']:,} files and {p['directories']:,} "
            f"directories ({p['chunks']:,} kernel chunks of float64, nu_max + 1 = "
            f"{config.kernel.nu_max + 1} channels, one marker file per tile row) at "
            f"{config.store.path}")
     yield from _store_state(config)
-    pairs = p["pairs"]
-    scale = lambda_cost(config.kernel.lambda_max)
-    core_s = p["pair_cost"] * scale / PAIRS_PER_CORE_SECOND
+    rates = measure_rates(sample, config.kernel, use_cache=not remeasure)
     cores = _cores(compute)
-    yield (f"cost: {pairs:,} structure pairs = {core_s / 3600:,.2f} core-hours at "
-        f"{PAIRS_PER_CORE_SECOND:.0f} pairs per core-second (QM9, nu_max 4, lambda_max 3, "
-        "benchmarks/tile_scaling.py; lambda >= 1 pairs weighted by their measured extra cost; "
-        "other data and settings differ)")
-    if config.kernel.lambda_max != 3:
-        yield (f"cost: includes x{scale:,.3g} per pair for lambda_max {config.kernel.lambda_max} "
-            f"(about ((lambda_max + 1) / 4)^{LAMBDA_COST_POWER:g}, measured at lambda_max 3, "
-            "6 and 9)")
-    yield (f"cost: about {_hours(core_s / cores)} of wall time on {cores} cores "
-        f"({_workers(compute)} x threads_per_worker {compute.threads_per_worker}), not "
-        "counting queue waits")
+    yield (f"machine: {rates.cpu}; the engine {rates.pairs_per_core_s:,.0f} structure pairs "
+           f"per core-second at these settings on {rates.measured_pairs} pairs of this data"
+           + (f" (measured at lambda_max {rates.measured_lambda_max}, scaled by "
+              f"x{rates.scale:,.3g} for lambda_max {config.kernel.lambda_max})"
+              if rates.scale != 1 else "")
+           + f"; DGEMM {rates.dgemm_gflops:.1f} GFLOP/s per core"
+           + (" (cached)" if rates.cached else ""))
+    c = stage_costs(p, n_train=n_train, n_test=n_test, nu_max=config.kernel.nu_max, fit=fit,
+                    rates=rates, cores=cores, factor_tile=0)
+    yield (f"cost: kernels {p['pairs']:,} structure pairs = {c['kernel_core_s'] / 3600:,.2f} "
+           f"core-hours: about {_hours(c['kernels_s'])} on {cores} cores "
+           f"({_workers(compute)} x threads_per_worker {compute.threads_per_worker})")
+    if fit.coefficients is not None:
+        yield "cost: search none ([fit] coefficients given)"
+    else:
+        m = min(n_train, fit.max_search)
+        yield (f"cost: search of (c0, a, b) on {m:,} structures in the driver "
+               f"({fit.mode}, {fit.folds} folds, one BLAS thread): about "
+               f"{_hours(c['search_s'])}, {_bytes(c['search_driver_bytes'])} of driver memory")
+    yield (f"cost: tiled Cholesky {_hours(c['factor_s'])} at least (DGEMM rate on every core); "
+           f"factor {_bytes(c['factor_bytes'])} + look-ahead scratch "
+           f"{_bytes(c['factor_scratch_bytes'])} in the store")
+    yield (f"cost: triangular solves and test predictions read {_bytes(c['solve_read_bytes'])} "
+           "(their flops are negligible; the time is the disk's)")
+    yield (f"memory: about {_bytes(c['worker_bytes'])} per worker task (a kernel tile or "
+           "factor tiles), whatever n")
+    total = c["kernels_s"] + c["search_s"] + c["factor_s"]
+    yield (f"total: about {_hours(total)} of wall time on {cores} cores, not counting queue "
+           "waits and disk reads")
     if compute.cluster == "slurm":
         yield from _plan_slurm(config, check=check)
         return
-    yield (f"cluster: {compute.cluster}")
+    yield f"cluster: {compute.cluster}"
 
 
 def _workers(compute) -> str:

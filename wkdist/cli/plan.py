@@ -15,11 +15,14 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="SLURM: do not ask the controller about the worker job "
                              "(sbatch --test-only)")
+    parser.add_argument("--remeasure", action="store_true",
+                        help="measure this machine's rates again instead of using the cached "
+                             "ones")
 
 
 @command("plan", "what a run would compute, store and cost; SLURM: the worker job script "
                  "(nothing is computed or submitted)", _plan_arguments)
 def _plan(args: argparse.Namespace) -> int:
-    for line in plan_lines(args.config, check=args.check):
+    for line in plan_lines(args.config, check=args.check, remeasure=args.remeasure):
         print(line, flush=True)
     return 0
