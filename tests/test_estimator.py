@@ -15,7 +15,7 @@ from test_pipeline import random_molecules, write_xyz
 
 import wkdist
 from wkdist.app.dataset import read_frames
-from wkdist.krr.estimator import WignerCalculator, WignerKernelRidge
+from wkdist.app.estimator import WignerCalculator, WignerKernelRidge
 from wkdist.krr.model import baseline_values
 
 pytestmark = ASE_SHAPE_WARNING
@@ -173,3 +173,35 @@ def test_predict_command_reports_an_unfitted_directory(tmp_path):
     status, _, err = wkdist_main("predict", tmp_path / "nothing", tmp_path / "x.xyz")
     assert status == 2
     assert "model" in error_line(err)
+
+
+def test_fit_into_a_store_on_a_cluster_is_the_tiled_path_of_wkdist_run(case, tmp_path):
+    """store=... with a client: kernel tiles into the store on the workers, the tiled solve;
+    the same predictions as the in-memory fit, and a second fit reuses every tile."""
+    from distributed import Client, LocalCluster
+
+    from wkdist.tiled.store import missing_tiles, open_store
+
+    y = _energies(case["train"])
+    dense = WignerKernelRidge(SETTINGS).fit(case["train"], y)
+    store = tmp_path / "store.zarr"
+    with pytest.raises(wkdist.DataError, match="needs a Dask client"):
+        WignerKernelRidge(SETTINGS, store=store).fit(case["train"], y)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        tiled = WignerKernelRidge(SETTINGS, store=store, tile_size=5).fit(
+            case["train"], y, client=client)
+        opened = open_store(store)
+        assert missing_tiles(opened) == [] and len(opened.tiles()) == 6  # 3 x 3 upper
+        np.testing.assert_allclose(tiled.coefficients_, dense.coefficients_, rtol=1e-9)
+        baseline = baseline_values(case["test"], dense.baseline_)
+        ours = tiled.predict(case["test"]) - baseline
+        theirs = dense.predict(case["test"]) - baseline
+        assert np.max(np.abs(ours - theirs)) <= 1e-10 * np.max(np.abs(theirs))
+        marked = (store / "markers" / "K_train").stat().st_mtime_ns
+        again = WignerKernelRidge(SETTINGS, store=store, tile_size=5).fit(
+            case["train"], y, client=client)
+        assert (store / "markers" / "K_train").stat().st_mtime_ns == marked  # nothing new
+        np.testing.assert_array_equal(again.predict(case["test"], client=client),
+                                      tiled.predict(case["test"]))
+    assert set(WignerKernelRidge().get_params()) >= {"store", "tile_size"}

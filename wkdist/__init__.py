@@ -23,8 +23,8 @@ __version__ = "0.2.0"
 _LAZY = {
     "structure_kernels": "wkdist.engine.api",
     "equivariant_structure_kernels": "wkdist.engine.api",
-    "WignerKernelRidge": "wkdist.krr.estimator",
-    "WignerCalculator": "wkdist.krr.estimator",
+    "WignerKernelRidge": "wkdist.app.estimator",
+    "WignerCalculator": "wkdist.app.estimator",
     "read_kernels": "wkdist.tiled.store",
 }
 

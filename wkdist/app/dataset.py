@@ -81,7 +81,7 @@ class Dataset:
     def absent_test_elements(self) -> list[int]:
         """Atomic numbers in the test set that no training structure has (their kernel is 0)."""
         train = set(np.unique(np.concatenate([a.numbers for a in self.train_frames])).tolist())
-        test = set(np.unique(np.concatenate([a.numbers for a in self.test_frames])).tolist())
+        test = {int(z) for a in self.test_frames for z in a.numbers}
         return sorted(test - train)
 
 

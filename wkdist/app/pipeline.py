@@ -29,7 +29,8 @@ from .dataset import Dataset
 from .outputs import write_json, write_predictions, write_report
 from .progress import say
 
-__all__ = ["fit_store", "run_pipeline", "config_for_run", "predict_file", "DEFAULT_CONFIG"]
+__all__ = ["fit_store", "run_pipeline", "config_for_run", "predict_file", "search_mixing",
+           "DEFAULT_CONFIG"]
 
 log = logging.getLogger("wkdist")
 
@@ -60,7 +61,7 @@ def _checked(group: zarr.Group, name: str) -> Any:
     return read_kernels(group.store.root, name)
 
 
-def _search(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
+def search_mixing(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
             lam: int = 0) -> dict[str, Any]:
     """(c0, a, b) of part ``lam`` by CV on the first max_search training structures (a random
     subset: rows follow the seeded split order); or the configured coefficients."""
@@ -230,7 +231,7 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
     with strict_reads(), _repair_hint(config):
         for lam in lambdas_of(kind):
             mark = time.perf_counter()
-            chosen = _search(group, y_parts[lam], fit, nu_max, lam)
+            chosen = search_mixing(group, y_parts[lam], fit, nu_max, lam)
             timings["search_s"] += time.perf_counter() - mark
             coefficients = chosen["coefficients"]
             label = "" if kind == "scalar" else f" (lambda = {lam})"

@@ -469,7 +469,8 @@ def _build(root: Path, meta: dict[str, Any], settings: KernelSettings, dataset: 
                          ("train_index", dataset.train_index), ("test_index", dataset.test_index)):
         values = np.asarray(values)
         fill = np.nan if values.dtype.kind == "f" else 0
-        array = group.create_array(name, shape=values.shape, chunks=values.shape or (1,),
+        chunks = tuple(max(1, s) for s in values.shape) or (1,)  # an empty test set too
+        array = group.create_array(name, shape=values.shape, chunks=chunks,
                                    dtype=values.dtype, fill_value=fill,
                                    compressors=[Crc32cCodec()], config={"write_empty_chunks": True})
         array[...] = values

@@ -3,8 +3,10 @@
 ``WignerKernelRidge`` follows scikit-learn's conventions without importing it: the constructor
 only stores its parameters, ``fit(frames, y)`` returns self, learned state ends in ``_``,
 ``get_params`` / ``set_params`` make ``sklearn.base.clone`` and ``GridSearchCV`` work, and
-``score`` is R^2. It fits in memory (dense kernels and a LAPACK Cholesky: a few thousand
-structures); larger sets go through the tiled store and solve of ``wkdist run``. The fitted
+``score`` is R^2. Without ``store`` it fits in memory (dense kernels and a LAPACK Cholesky: a
+few thousand structures). With ``store`` (a path) and ``fit(..., client=...)`` it goes the way of
+``wkdist run``: the kernel tiles into that store on the client's workers (resumable), the
+mixing search on at most ``max_search`` structures, the tiled Cholesky and solve. The fitted
 model is the one ``wkdist run`` writes: ``save(path)`` writes the model directory that
 ``wkdist predict`` reads, ``load(path)`` reads one back, and the same baseline, mixing search
 and algebra give the same predictions.
@@ -26,16 +28,17 @@ from ..engine.api import equivariant_structure_kernels, structure_kernels
 from ..engine.settings import KernelSettings
 from ..engine.targets import lambdas_of, normalize_targets, target_kind, to_spherical
 from ..errors import DataError
-from .hyper import check_regularization, element_counts, fit_mixing, species_baseline
-from .model import Model, Part, baseline_values, load_model, save_model
-from .solve import solve_dense
+from ..krr.hyper import check_regularization, element_counts, fit_mixing, species_baseline
+from ..krr.model import Model, Part, baseline_values, load_model, save_model
+from ..krr.solve import solve_dense
+from .config import DEFAULT_TILE_SIZE
 
 __all__ = ["WignerKernelRidge", "WignerCalculator"]
 
 log = logging.getLogger(__name__)
 
 _PARAMS = ("settings", "regularization", "folds", "mode", "mixing", "seed", "baseline",
-           "max_search", "coefficients", "target", "unit")
+           "max_search", "coefficients", "target", "unit", "store", "tile_size")
 
 
 def _training_kernels(frames: Sequence[Atoms], settings: KernelSettings, lam: int) -> np.ndarray:
@@ -75,6 +78,11 @@ class WignerKernelRidge:
         c_0 .. c_nu_max given: no search (scalar targets only).
     target, unit : str
         Names recorded in a saved model.
+    store : str or Path or None
+        A kernel store directory: ``fit(frames, y, client=...)`` then computes the kernel tiles
+        there on the client's workers and solves with the tiled Cholesky, as ``wkdist run``.
+    tile_size : int
+        Structures per kernel tile of the store.
 
     Attributes
     ----------
@@ -95,7 +103,8 @@ class WignerKernelRidge:
                  folds: int = 10, mode: str = "kfold", mixing: str = "exponential",
                  seed: int = 0, baseline: bool = True, max_search: int = 5000,
                  coefficients: Sequence[float] | None = None, target: str = "y",
-                 unit: str | None = None) -> None:
+                 unit: str | None = None, store: str | Path | None = None,
+                 tile_size: int = DEFAULT_TILE_SIZE) -> None:
         self.settings = settings
         self.regularization = regularization
         self.folds = folds
@@ -107,6 +116,8 @@ class WignerKernelRidge:
         self.coefficients = coefficients
         self.target = target
         self.unit = unit
+        self.store = store
+        self.tile_size = tile_size
 
     # ------------------------------------------------------------------ scikit-learn protocol
 
@@ -142,7 +153,7 @@ class WignerKernelRidge:
 
     # ------------------------------------------------------------------ fit and predict
 
-    def fit(self, frames: Sequence[Atoms], y: Any) -> WignerKernelRidge:
+    def fit(self, frames: Sequence[Atoms], y: Any, *, client: Any = None) -> WignerKernelRidge:
         """Choose the mixing (unless ``coefficients`` were given) and solve for the weights.
 
         Parameters
@@ -151,6 +162,9 @@ class WignerKernelRidge:
             The training structures (at least 2).
         y : array_like
             (n,) scalars, (n, 3) vectors or (n, 3, 3) / (n, 6) / (n, 9) symmetric tensors.
+        client : distributed.Client or None
+            With ``store``: the cluster that computes the kernel tiles and the tiled solve
+            (required then).
 
         Returns
         -------
@@ -178,6 +192,16 @@ class WignerKernelRidge:
             baseline = species_baseline(counts, parts_y[0], symbols)
         b_train = baseline_values(frames, baseline)
 
+        if self.store is not None:
+            if client is None:
+                raise DataError("client: a fit into a store (store=...) needs a Dask client; "
+                                "give fit(frames, y, client=...) or store=None")
+            parts, searches = self._fit_tiled(frames, y, parts_y, baseline, b_train, settings,
+                                              client)
+            self.model_ = Model.in_memory(parts=tuple(parts), kind=kind, train_frames=frames,
+                                          settings=settings, target=self.target, unit=self.unit)
+            self.search_ = searches
+            return self
         parts, searches = [], []
         for lam in lambdas_of(kind):
             d = 2 * lam + 1
@@ -207,6 +231,52 @@ class WignerKernelRidge:
         self.search_ = searches
         return self
 
+    def _fit_tiled(self, frames: list[Atoms], y: np.ndarray, parts_y: dict[int, np.ndarray],
+                   baseline: dict[str, float] | None, b_train: np.ndarray,
+                   settings: KernelSettings, client: Any) -> tuple[list[Part], list[dict]]:
+        """The way of ``wkdist run``: kernel tiles into ``store`` on the client's workers,
+        the search on the first max_search structures, the tiled Cholesky and solve."""
+        import zarr
+
+        from ..krr.solve import fit_weights
+        from ..tiled.store import strict_reads
+        from ..tiled.tiles import kernel_array
+        from .compute import compute_kernels
+        from .config import ComputeConfig, Config, DataConfig, FitConfig, StoreConfig
+        from .dataset import Dataset
+        from .pipeline import search_mixing
+
+        n = len(frames)
+        dataset = Dataset(train_frames=frames, test_frames=[], y_train=y,
+                          y_test=np.zeros((0,) + y.shape[1:]), train_index=np.arange(n),
+                          test_index=np.zeros(0, dtype=np.int64), target=self.target,
+                          unit=self.unit, sources=("frames", "frames"))
+        fit = FitConfig(regularization=float(self.regularization), folds=self.folds,
+                        mode=self.mode, mixing=self.mixing, seed=self.seed,
+                        baseline=self.baseline, max_search=self.max_search,
+                        coefficients=None if self.coefficients is None
+                        else tuple(float(c) for c in self.coefficients))
+        config = Config(data=DataConfig(), kernel=settings,
+                        compute=ComputeConfig(tile_size=self.tile_size),
+                        store=StoreConfig(path=Path(self.store)), sections={"fit": fit})
+        compute_kernels(config, client=client, dataset=dataset, progress=False)
+        group = zarr.open_group(zarr.storage.LocalStore(Path(self.store)), mode="r+")
+        parts, searches = [], []
+        with strict_reads():
+            for lam, rhs in parts_y.items():
+                rhs = rhs - b_train if lam == 0 else rhs.reshape(-1)
+                chosen = search_mixing(group, rhs, fit, settings.nu_max, lam)
+                if chosen["search"] is not None:
+                    searches.append({"lambda": lam, **chosen["search"]})
+                alpha, _ = fit_weights(group, rhs, coefficients=chosen["coefficients"],
+                                       regularization=fit.regularization, client=client,
+                                       kernel=kernel_array("train", lam))
+                parts.append(Part(lam=lam, alpha=alpha,
+                                  coefficients=np.asarray(chosen["coefficients"]),
+                                  regularization=fit.regularization,
+                                  baseline=baseline if lam == 0 else None))
+        return parts, searches
+
     def _fitted(self) -> Model:
         model = getattr(self, "model_", None)
         if model is None:
@@ -225,8 +295,8 @@ class WignerKernelRidge:
     def baseline_(self) -> dict[str, float] | None:
         return self._fitted().baseline
 
-    def predict(self, frames: Sequence[Atoms], *,
-                allow_unseen_elements: bool = False) -> np.ndarray:
+    def predict(self, frames: Sequence[Atoms], *, allow_unseen_elements: bool = False,
+                client: Any = None) -> np.ndarray:
         """Predict the target of new structures.
 
         Parameters
@@ -237,6 +307,8 @@ class WignerKernelRidge:
             The rule of ``wkdist predict``: a structure with an element no training structure
             has is NaN (logged with its position), unless this is true (then a zero kernel and
             a zero baseline weight for such elements).
+        client : distributed.Client or None
+            Compute the kernels block by block on its workers (in waves) instead of here.
 
         Returns
         -------
@@ -251,7 +323,7 @@ class WignerKernelRidge:
                         ", ".join(model.unseen_elements(frames)), rows,
                         "predicted with a zero kernel and baseline for them"
                         if allow_unseen_elements else "are NaN")
-        return model.predict(frames, allow_unseen_elements=allow_unseen_elements)
+        return model.predict(frames, allow_unseen_elements=allow_unseen_elements, client=client)
 
     def score(self, frames: Sequence[Atoms], y: Any) -> float:
         """R^2 of the predictions over all components (scikit-learn's regressor score).
