@@ -184,3 +184,45 @@ def test_regularization_has_one_rule_everywhere(value, tmp_path):
                 "fit": {"regularization": value}}
     with pytest.raises(ConfigError, match=r"\[fit\] regularization: expected a positive"):
         parse_config(document)
+
+
+class _Memory:
+    """A checkpoint kept in memory, as wkdist fit keeps one in the store."""
+
+    def __init__(self, content=None):
+        self.content = content
+        self.saves = 0
+
+    def load(self):
+        return self.content
+
+    def save(self, content):
+        self.content = content
+        self.saves += 1
+
+
+@pytest.mark.parametrize("mixing", ["exponential", "free"])
+def test_a_killed_search_resumes_from_its_checkpoint_to_the_same_result(mixing, monkeypatch):
+    """A search started again with part of its evaluated shapes replays them without an
+    eigendecomposition and ends bitwise where the uninterrupted search ended."""
+    import scipy.linalg
+
+    k, y = _synthetic(60, 7)
+    options = dict(folds=4, seed=3, mixing=mixing, max_free=30)
+    whole = _Memory()
+    full = hyper.fit_mixing(k, y, checkpoint=whole, **options)
+    assert whole.saves >= 1 and len(whole.content["cache"]) == full.evaluations
+    partial = _Memory({"cache": whole.content["cache"][: full.evaluations // 2],
+                       "history": whole.content["history"][: full.evaluations // 2]})
+    calls = []
+    original = scipy.linalg.eigh
+    monkeypatch.setattr(scipy.linalg, "eigh", lambda *a, **kw: calls.append(1) or original(*a,
+                                                                                         **kw))
+    resumed = hyper.fit_mixing(k, y, checkpoint=partial, **options)
+    assert resumed.coefficients == full.coefficients and resumed.cv_mae == full.cv_mae
+    assert resumed.history == full.history
+    # only the shapes after the checkpoint were evaluated again (4 folds each)
+    assert len(calls) == 4 * (full.evaluations - full.evaluations // 2)
+    calls.clear()
+    again = hyper.fit_mixing(k, y, checkpoint=whole, **options)  # a finished search: no work
+    assert calls == [] and again.coefficients == full.coefficients

@@ -524,3 +524,27 @@ def test_python_m_wkdist_cli_knows_predict():
     proc = subprocess.run([sys.executable, "-m", "wkdist.cli", "predict", "--help"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_mixing_search_is_checkpointed_in_the_store_and_a_refit_replays_it(done, tmp_path,
+                                                                              monkeypatch):
+    """The shapes the fit's search evaluated are in STORE/search/<key> (zarr attributes,
+    written by the driver); a second fit of the same store replays them and chooses the
+    same coefficients without evaluating a shape again."""
+    case = copy_case(done, tmp_path)
+    results = json.loads((case / "out" / "results.json").read_text())
+    group = zarr.open_group(case / "store.zarr", mode="r")
+    (key,) = list(group["search"].group_keys())
+    progress = group["search"][key].attrs["progress"]
+    assert len(progress["cache"]) == results["search"]["evaluations"]
+    import scipy.linalg
+
+    def no_eigendecomposition(*args, **kwargs):
+        raise AssertionError("a shape was evaluated again")
+
+    monkeypatch.setattr(scipy.linalg, "eigh", no_eigendecomposition)
+    status, _, err = wkdist("fit", case / "config.toml", "--out", case / "again")
+    assert status == 0, err
+    again = json.loads((case / "again" / "results.json").read_text())
+    assert again["hyperparameters"]["coefficients"] == results["hyperparameters"]["coefficients"]
+    assert list(zarr.open_group(case / "store.zarr", mode="r")["search"].group_keys()) == [key]

@@ -11,7 +11,10 @@ report.png and model/.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+import os
 import time
 import tomllib
 from collections.abc import Iterator
@@ -76,15 +79,41 @@ def search_mixing(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
     d = 2 * lam + 1
     m = min(len(y) // d, fit.max_search)
     kernels = _checked(group, kernel_array("train", lam))[:, :m * d, :m * d]
+    # resumable: the shapes evaluated go to STORE/search/<what this search depends on>.json
+    meta = group.attrs.get("wkdist", {})
+    digest = hashlib.sha256(json.dumps(
+        [meta.get("params_hash"), lam, m, fit.folds, fit.seed, fit.mode, fit.mixing,
+         fit.regularization.hex()], sort_keys=True).encode() + y[:m * d].tobytes()).hexdigest()
+    checkpoint = SearchCheckpoint(group, digest[:24])
+    # the workers are idle while the driver searches: its BLAS may use the driver's cores
+    threads = max(1, min(len(os.sched_getaffinity(0)), 1 + m * d // 1000))
     result = fit_mixing(kernels, y[:m * d], folds=min(fit.folds, m), seed=fit.seed,
                         regularization=fit.regularization, mode=fit.mode, block=d,
-                        mixing=fit.mixing)
+                        mixing=fit.mixing, checkpoint=checkpoint, blas_threads=threads)
     search = {"c0": result.c0, "a": result.a, "b": result.b, "cv_mae": result.cv_mae,
               "cv_rmse": result.cv_rmse, "mode": result.mode, "mixing": result.mixing,
               "folds": result.folds,
               "n_used": result.n_used, "evaluations": result.evaluations,
               "seconds": result.seconds}
     return {"coefficients": list(result.coefficients), "search": search}
+
+
+class SearchCheckpoint:
+    """The mixing search's progress as attributes of the zarr group STORE/search/<key>,
+    written by the driver only (zarr renames metadata into place)."""
+
+    def __init__(self, group: zarr.Group, key: str) -> None:
+        self.group, self.key = group, key
+
+    def load(self) -> dict | None:
+        try:
+            return dict(self.group[f"search/{self.key}"].attrs.get("progress", {}))
+        except KeyError:
+            return None
+
+    def save(self, content: dict) -> None:
+        node = self.group.require_group("search").require_group(self.key)
+        node.attrs["progress"] = content
 
 
 # A body order whose contribution to the mixed kernel is below this fraction of the largest

@@ -189,8 +189,9 @@ class _Problem:
         self.K_nu = K_nu
         self.folds = [(t, v, y[t], y[v]) for t, v in splits]
         self.has_k0 = bool(np.any(K_nu[0])) and self.nu_max >= 1
-        self.cache: dict[tuple[float, float], tuple[float, float, float]] = {}
+        self.cache: dict[tuple[float, ...], tuple[float, float, float]] = {}
         self.history: list[tuple[float, float, float, float]] = []
+        self.on_new: Any = None  # called after each shape evaluated (the checkpoint)
 
     def shape(self, log_r: float, log_b: float) -> np.ndarray:
         """Coefficients of M(r, b) (r = c0 / a); nu_max = 0: M = K^0."""
@@ -257,6 +258,8 @@ class _Problem:
         result = (value, a, error(log_mu)[1])
         self.cache[key] = result
         self.history.append((float(coefficients[0] * a), a if self.nu_max else 0.0, b, value))
+        if self.on_new is not None:
+            self.on_new()
         return result
 
     def free_polish(self, start: np.ndarray, max_evaluations: int
@@ -291,13 +294,44 @@ class _Problem:
         return float(found.fun), shape(found.x)
 
 
+class _Checkpoint:
+    """The shapes a search evaluated, kept by ``storage`` (``load() -> dict | None``,
+    ``save(dict)``: a JSON-compatible dict): a search started again with the same inputs (the
+    caller keys the storage by them) replays its deterministic steps from it and continues
+    where it stopped. Saved by the searching process at most every ``interval`` seconds and
+    when the search ends."""
+
+    def __init__(self, storage: Any, problem: _Problem, interval: float = 2.0) -> None:
+        self.storage, self.problem, self.interval = storage, problem, interval
+        self.written = time.monotonic()
+        try:
+            saved = storage.load() or {}
+            problem.cache.update({tuple(key): tuple(value)
+                                  for key, value in saved.get("cache", [])})
+            problem.history.extend(tuple(entry) for entry in saved.get("history", []))
+        except (ValueError, KeyError, TypeError):
+            pass  # unreadable: start afresh
+        problem.on_new = self.maybe_write
+
+    def maybe_write(self) -> None:
+        if time.monotonic() - self.written >= self.interval:
+            self.write()
+
+    def write(self) -> None:
+        self.storage.save({
+            "cache": [[list(k), list(v)] for k, v in self.problem.cache.items()],
+            "history": [list(entry) for entry in self.problem.history]})
+        self.written = time.monotonic()
+
+
 def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
                regularization: float = 1.0, mode: str = "kfold",
                holdout_fraction: float = 0.2, max_size: int | None = None, loss: str = "mae",
                log10_b: tuple[float, float, float] = (-2.0, 2.0, 0.5),
                log10_r: tuple[float, float, float] = (-3.0, 1.0, 1.0),
                polish: bool = True, max_polish: int = 60, blas_threads: int = 1,
-               block: int = 1, mixing: str = "exponential", max_free: int = 200
+               block: int = 1, mixing: str = "exponential", max_free: int = 200,
+               checkpoint: Any = None
                ) -> MixingResult:
     """Choose c0, a, b (c_nu = a b^nu / nu!) by cross-validation on in-memory kernels.
 
@@ -308,6 +342,12 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
     same for log10 of r = c0 / a relative to r_ref = mean diag(S(b)) / mean diag(K^0), where
     S(b) = sum_nu b^nu / nu! K^nu. ``polish``: Nelder-Mead from the best grid point. Returns the
     chosen coefficients and their pooled validation MAE and RMSE.
+
+    ``checkpoint``: where the shapes evaluated so far are kept (an object with ``load()`` and
+    ``save(dict)``); a search killed part-way and started again with the same inputs and
+    checkpoint replays its steps from it and ends exactly where an uninterrupted one would.
+    Identifying the inputs is the caller's job (``wkdist fit`` keys it by the store's
+    parameters, the targets and the [fit] options).
 
     ``block``: matrix rows per structure (2 lambda + 1 for the equivariant kernels of a vector
     or tensor part, whose y is flattened the same way): folds, the subset and ``n_used`` count
@@ -351,6 +391,7 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
 
     with threadpool_limits(blas_threads):
         problem = _Problem(K_nu, y, splits, regularization, loss, block)
+        saver = None if checkpoint is None else _Checkpoint(checkpoint, problem)
         nu_max = problem.nu_max
         diag = np.array([float(np.mean(np.diag(k))) for k in K_nu])
 
@@ -410,12 +451,16 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
         if not math.isfinite(value):
             raise NotPositiveDefiniteError("no mixing gave a positive definite fold matrix; "
                                            "check the kernels (K^nu must be PSD)")
+        if saver is not None:
+            saver.write()  # the grid and the polish are done
         shape = problem.shape(log_r, log_b)
         if mixing == "free" and nu_max >= 2:
             free_value, free_shape = problem.free_polish(shape, max_free)
             if free_value < value:
                 shape = free_shape
         _, a, _ = problem.profile(shape)
+        if saver is not None:
+            saver.write()
         coefficients = shape * a
         # report the errors of the final fit's own algebra (a Cholesky per fold)
         mae = cv_error(K_nu, y, coefficients, splits=splits, regularization=regularization,
