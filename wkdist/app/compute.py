@@ -26,6 +26,7 @@ from ..tiled.store import (
     remove_partials,
     verify_tiles,
 )
+from ..tiled.tiles import kernel_tile_size
 from .config import Config
 from .dataset import Dataset, load_dataset
 from .progress import Progress, format_duration
@@ -85,7 +86,7 @@ def prepare_store(config: Config, dataset: Dataset) -> KernelStore:
 
 
 def _tile_size(config: Config, dataset: Dataset) -> int:
-    return min(config.compute.tile_size, max(dataset.n_train, dataset.n_test))
+    return kernel_tile_size(config.compute.tile_size, dataset.n_train, dataset.n_test)
 
 
 def preflight(config: Config, dataset: Dataset) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..engine.settings import KernelSettings
 from ..errors import ConfigError, SettingsError
+from ..tiled.tiles import DEFAULT_TILE_SIZE
 
 __all__ = [
     "DEFAULT_TILE_SIZE",
@@ -43,9 +44,6 @@ __all__ = [
     "lambda_cost",
 ]
 
-# Structures per tile side. 256 keeps a tile task at tens of seconds on QM9 (Dask's per-task
-# overhead is milliseconds) and a chunk at 2.6 MB (nu_max = 4); the benchmark measures it.
-DEFAULT_TILE_SIZE = 256
 
 _MISSING = object()
 

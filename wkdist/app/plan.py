@@ -52,9 +52,9 @@ def tile_plan(n_train: int, n_test: int, tile_size: int, nu_max: int,
     ``pairs`` counts structure pairs over every kernel order; ``pair_cost`` weighs them by
     LAMBDA_COST (lambda = 0 pairs).
     """
-    from ..tiled.tiles import all_tiles, is_train, n_blocks, tile_bounds
+    from ..tiled.tiles import all_tiles, is_train, kernel_tile_size, n_blocks, tile_bounds
 
-    tile = min(tile_size, max(n_train, n_test))
+    tile = kernel_tile_size(tile_size, n_train, n_test)
     tiles = all_tiles(n_train, n_test, tile, lambdas)
     pairs, cost = 0, 0.0
     for t in tiles:

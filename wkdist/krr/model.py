@@ -49,8 +49,8 @@ from ..engine.structures import check_frames, pack_structures, species_of
 from ..errors import DataError, SettingsError, StoreError
 from ..tiled.frames import read_frames, write_frames
 
-__all__ = ["Model", "Part", "save_model", "load_model", "verify_model", "baseline_values",
-           "FORMAT", "FORMAT_VERSION"]
+__all__ = ["Model", "Part", "PREDICT_BLOCK", "partial_prediction", "save_model", "load_model",
+           "verify_model", "baseline_values", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "wkdist-model"
 FORMAT_VERSION = 2  # 2: checksummed (Crc32c codec, manifest); 1 had no checksums

@@ -92,6 +92,7 @@ __all__ = [
     "predict",
     "verify_factors",
     "default_tile_size",
+    "FACTOR_TILE",
     "mix_dense",
     "solve_dense",
     "predict_dense",
@@ -102,7 +103,9 @@ log = logging.getLogger("wkdist")
 
 FORMAT = 2  # 1: per-tile marker chunks written by the tasks (wkdist 0.1)
 SOLVE_GROUP = "solve"
-_TARGET_TILE = 1024  # factor tile side aimed at: a tile gemm is ~2 GFLOP (~40 ms on one core)
+# The factor tile: side aimed at (a multiple of the kernel tile, default_tile_size); a tile
+# gemm is then ~2 GFLOP (~40 ms on one core), long against Dask's per-task overhead.
+FACTOR_TILE = 1024
 # Damaged factor tiles a fit recomputes by itself before it gives up (each is found at its read,
 # unmarked by the driver and recomputed with the tiles that depend on nothing else).
 _REPAIRS = 3
@@ -337,7 +340,7 @@ def _join(*parts: str) -> str:
 def default_tile_size(kernel_chunk: int, n: int) -> int:
     """The smallest multiple of the kernel chunk side >= 1024 (so tasks read whole chunks and a
     tile gemm is long against Dask's per-task overhead), at most n rounded up to a chunk."""
-    tile = kernel_chunk * max(1, math.ceil(_TARGET_TILE / kernel_chunk))
+    tile = kernel_chunk * max(1, math.ceil(FACTOR_TILE / kernel_chunk))
     return max(1, min(tile, kernel_chunk * math.ceil(n / kernel_chunk)))
 
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "DEFAULT_TILE_SIZE",
+    "kernel_tile_size",
     "TRAIN",
     "TEST",
     "kernel_array",
@@ -22,6 +24,18 @@ __all__ = [
     "matrix_bounds",
     "all_tiles",
 ]
+
+# The kernel tile: structures per tile side ([compute] tile_size). 256 keeps a tile task at
+# tens of seconds on QM9 (Dask's per-task overhead is milliseconds) and a chunk at 2.6 MB
+# (nu_max = 4). The factor tile (wkdist.krr.solve.FACTOR_TILE) and the prediction block
+# (wkdist.krr.model.PREDICT_BLOCK) are other parameters with their own defaults.
+DEFAULT_TILE_SIZE = 256
+
+
+def kernel_tile_size(tile_size: int, n_train: int, n_test: int) -> int:
+    """The tile size a store of these sizes uses: at most the larger set (one tile)."""
+    return max(1, min(tile_size, max(n_train, n_test)))
+
 
 TRAIN = "K_train"  # (nu_max + 1, n_train, n_train): tiles I <= J computed, the rest mirrored
 TEST = "K_test"  # (nu_max + 1, n_test, n_train): every tile computed
