@@ -123,7 +123,7 @@ def compute_kernels(
     store = prepare_store(config, dataset)
     loaded = time.perf_counter()
     partials = remove_partials(store.path)
-    damaged = verify_tiles(store) if verify else []
+    damaged = verify_tiles(store, client=client) if verify else []  # on the workers
     todo = missing_tiles(store)
     total = len(store.tiles())
     summary = KernelSummary(str(store.path), total, 0, total - len(todo),

@@ -536,30 +536,63 @@ def missing_tiles(store: KernelStore) -> list[Tile]:
     return [tile for tile in store.tiles() if tile not in done]
 
 
-def _tile_ok(store: KernelStore, tile: Tile, crc: int) -> bool:
+def tile_ok(root: str | Path, tile: Tile, crc: int, *, tile_size: int, n_rows: int,
+            n_cols: int) -> bool:
+    """Whether a done tile's chunk file has the crc its marker recorded, decodes and holds
+    finite values (a plain function: verification tasks run it on the workers)."""
     try:
-        if crc_of(chunk_file(store.path, tile.array, (0, tile.row, tile.col))) != crc:
+        if crc_of(chunk_file(root, tile.array, (0, tile.row, tile.col))) != crc:
             return False
     except OSError:
         return False
-    n_rows = store.n_train if is_train(tile.array) else store.n_test
-    rows = matrix_bounds(tile.row, store.tile_size, n_rows, tile.lam)
-    cols = matrix_bounds(tile.col, store.tile_size, store.n_train, tile.lam)
+    rows = matrix_bounds(tile.row, tile_size, n_rows, tile.lam)
+    cols = matrix_bounds(tile.col, tile_size, n_cols, tile.lam)
     try:
-        with strict_reads():
-            values = store.group[tile.array][:, rows, cols]
+        values = open_array(str(root), tile.array)[:, rows, cols]
     except Exception:  # zarr raises ValueError on a checksum mismatch, others on garbage
         return False
     return bool(np.isfinite(values).all())
 
 
-def verify_tiles(store: KernelStore, *, repair: bool = True) -> list[Tile]:
-    """Check every done tile (checksums and decoding); return the damaged ones.
+def _verify_row(root: str, tiles: list[tuple[Tile, int]], tile_size: int, n_train: int,
+                n_test: int) -> list[Tile]:
+    """The damaged ones among the done tiles of one tile row."""
+    return [tile for tile, crc in tiles
+            if not tile_ok(root, tile, crc, tile_size=tile_size,
+                           n_rows=n_train if is_train(tile.array) else n_test, n_cols=n_train)]
 
-    With ``repair`` their markers are cleared, so the next run recomputes them (driver only;
-    the store must have been opened with mode "r+").
+
+def verify_tiles(store: KernelStore, *, repair: bool = True, client: Any = None) -> list[Tile]:
+    """Check every done tile (checksums, decoding, finite values); return the damaged ones.
+
+    With a Dask ``client`` the tile rows are checked in parallel on its workers (in waves),
+    otherwise here. With ``repair`` the damaged tiles' markers are cleared by this process
+    (the driver), so the next run recomputes them (the store must be open with mode "r+").
     """
-    damaged = [tile for tile, crc in done_tiles(store) if not _tile_ok(store, tile, crc)]
+    from dask.base import tokenize
+
+    rows: dict[tuple[str, int], list[tuple[Tile, int]]] = {}
+    for tile, crc in done_tiles(store):
+        rows.setdefault((tile.array, tile.row), []).append((tile, crc))
+    common = (str(store.path),)
+    sizes = (store.tile_size, store.n_train, store.n_test)
+    damaged: list[Tile] = []
+    if client is None:
+        for tiles in rows.values():
+            damaged += _verify_row(*common, tiles, *sizes)
+    else:
+        from .graph import run_in_waves
+
+        class _Call:
+            function = staticmethod(_verify_row)
+
+            def __init__(self, tiles: list[tuple[Tile, int]]) -> None:
+                self.key = "wkdist-verify-" + tokenize(store.params_hash, tiles)
+                self.args, self.kwargs = (*common, tiles, *sizes), {}
+
+        run_in_waves(client, [_Call(tiles) for tiles in rows.values()],
+                     on_result=lambda call, found: damaged.extend(found))
+    damaged.sort()
     if repair:
         for tile in damaged:
             store.markers(tile.array).unmark(tile.row, tile.col)
