@@ -135,9 +135,9 @@ def stage_costs(p: dict, *, n_train: int, n_test: int, nu_max: int, fit, rates,
     search_s, search_bytes, factor_s, factor_bytes = 0.0, 0, 0.0, 0
     for lam in p["lambdas"]:
         d = 2 * lam + 1
-        size = m * d * ((fit.folds - 1) / fit.folds if fit.mode == "kfold" else 0.9)
-        per_shape = (fit.folds if fit.mode == "kfold" else 1) * rates.eigh_400_s * (
-            size / 400) ** 3
+        size = m * d * ((fit.folds - 1) / fit.folds if fit.mode == "kfold" else 0.8)
+        per_shape = (fit.folds if fit.mode == "kfold" else 1) * rates.eigh_800_s * (
+            size / 800) ** 3
         shapes = SEARCH_SHAPES + (FREE_SHAPES if fit.mixing == "free" else 0)
         search_s += 0.0 if fit.coefficients is not None else shapes * per_shape
         search_bytes = max(search_bytes, (depth + 2) * (m * d) ** 2 * 8)
@@ -146,8 +146,13 @@ def stage_costs(p: dict, *, n_train: int, n_test: int, nu_max: int, fit, rates,
         factor_bytes += 8 * n * n // 2
     tile = min(factor_tile, n_train) if factor_tile else default_tile_size(p["tile_size"],
                                                                             n_train)
+    # left-looking: factor tile (I, J) reads the 2 J tiles to its left, so the factorization
+    # reads about nt^3 / 3 tiles in all
+    nt_factor = -(-n_train // tile)
     out.update(search_s=search_s, search_driver_bytes=search_bytes, factor_s=factor_s,
-               factor_bytes=factor_bytes, factor_scratch_bytes=factor_bytes)
+               factor_bytes=factor_bytes, factor_scratch_bytes=factor_bytes,
+               factor_read_bytes=nt_factor ** 3 / 3 * 8 * tile * tile * len(p["lambdas"]),
+               factor_tile=tile)
     # the solves and the test predictions read the factor (twice) and K_test once
     read = 2 * factor_bytes + 8 * depth * n_test * n_train * sum(
         (2 * lam + 1) ** 2 for lam in p["lambdas"])
@@ -210,16 +215,19 @@ def plan_lines(config_path: str | Path, *, check: bool = True,
         yield "cost: search none ([fit] coefficients given)"
     else:
         m = min(n_train, fit.max_search)
-        yield (f"cost: search of (c0, a, b) on {m:,} structures in the driver "
-               f"({fit.mode}, {fit.folds} folds, one BLAS thread): about "
-               f"{_hours(c['search_s'])}, {_bytes(c['search_driver_bytes'])} of driver memory")
-    yield (f"cost: tiled Cholesky {_hours(c['factor_s'])} at least (DGEMM rate on every core); "
-           f"factor {_bytes(c['factor_bytes'])} + look-ahead scratch "
-           f"{_bytes(c['factor_scratch_bytes'])} in the store")
+        how = f"{fit.folds}-fold" if fit.mode == "kfold" else "one holdout split"
+        yield (f"cost: search of (c0, a, b) on {m:,} structures in the driver ({how}): about "
+               f"{_hours(c['search_s'])} on one BLAS thread (it uses up to 1 + rows / 1000 of "
+               f"the driver's cores), {_bytes(c['search_driver_bytes'])} of driver memory; "
+               "checkpointed in the store")
+    yield (f"cost: tiled Cholesky {_hours(c['factor_s'])} of arithmetic at least (DGEMM rate on "
+           f"every core), factor tiles of {c['factor_tile']:,}; it reads about "
+           f"{_bytes(c['factor_read_bytes'])} of factor tiles, writes the factor "
+           f"({_bytes(c['factor_bytes'])}) and a look-ahead scratch of the same size")
     yield (f"cost: triangular solves and test predictions read {_bytes(c['solve_read_bytes'])} "
            "(their flops are negligible; the time is the disk's)")
     yield (f"memory: about {_bytes(c['worker_bytes'])} per worker task (a kernel tile or "
-           "factor tiles), whatever n")
+           "factor tiles) on top of the worker process itself (about 300 MB), whatever n")
     total = c["kernels_s"] + c["search_s"] + c["factor_s"]
     yield (f"total: about {_hours(total)} of wall time on {cores} cores, not counting queue "
            "waits and disk reads")
