@@ -30,6 +30,29 @@ class KernelSettings:
     than ``"paper"`` on the same splits (README, "Accuracy on QM9"). ``radial_weight``
     defaults to ``"exp"`` (paper Eq. E2): on QM9 U0 it gave 90 meV against 108 meV for
     ``"none"``.
+
+    Parameters
+    ----------
+    cutoff : float
+        r_cut in Å: neighbours farther than this do not enter the density.
+    nu_max : int
+        The highest body order nu of the kernels K^0 .. K^nu_max.
+    lambda_max : int
+        The highest angular order l carried through the iterations (and the highest lambda
+        of the equivariant kernels).
+    gaussian_width : float
+        sigma of the atom-centred Gaussians of the density, in Å.
+    decay_length : float
+        r_0 of the radial weight exp(-r / r_0), in Å (``radial_weight = "exp"``).
+    radial_weight : {"exp", "none"}
+        Weight of a neighbour by its distance (paper Eq. E2), or none.
+    cutoff_smoothing : float
+        Width in Å of the smooth switch-off before the cutoff; 0 is a hard cutoff.
+    normalization : {"exact", "paper"}
+        k^{1,l} as the plain overlap sum, or times 8 pi^2 / (2l + 1).
+    scheme : {"reduced", "full"}
+        Which Clebsch-Gordan iterations compute the invariants (identical values; "reduced"
+        is cheaper).
     """
 
     cutoff: float = 4.0
