@@ -233,6 +233,17 @@ def test_a_format_1_store_is_refused_then_converted_keeping_its_tiles(case, caps
     converted = open_store(store.path, mode="r+")
     assert missing_tiles(converted) == [Tile(TEST, 0, 1)]
     assert not (store.path / "tiles").exists()
+    # 0.1 kept no structures: the next run writes them before its tile tasks read them
+    import shutil
+
+    from wkdist.tiled.frames import read_frames
+    from wkdist.tiled.store import ensure_structures
+
+    shutil.rmtree(store.path / "structures")
+    ensure_structures(converted, data)
+    frames = read_frames(store.path, "structures/train_")
+    assert [a.get_chemical_formula() for a in frames] == [
+        a.get_chemical_formula() for a in data.train_frames]
     fill(converted, data, missing_tiles(converted))
     for a, b in zip(before, read_kernels(store.path)):
         np.testing.assert_array_equal(a, b)

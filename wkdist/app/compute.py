@@ -22,6 +22,7 @@ from ..tiled.store import (
     KernelStore,
     check_store,
     create_store,
+    ensure_structures,
     missing_tiles,
     remove_partials,
     verify_tiles,
@@ -125,6 +126,8 @@ def compute_kernels(
     partials = remove_partials(store.path)
     damaged = verify_tiles(store, client=client) if verify else []  # on the workers
     todo = missing_tiles(store)
+    if todo:
+        ensure_structures(store, dataset)
     total = len(store.tiles())
     summary = KernelSummary(str(store.path), total, 0, total - len(todo),
                             damaged_tiles=len(damaged), removed_partials=partials,

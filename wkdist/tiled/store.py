@@ -87,6 +87,7 @@ __all__ = [
     "check_store",
     "open_store",
     "convert_store",
+    "ensure_structures",
     "params_hash",
     "missing_tiles",
     "done_tiles",
@@ -338,8 +339,7 @@ def _check_metadata(path: Path, meta: Mapping[str, Any]) -> None:
     lambdas = [int(lam) for lam in meta.get("lambdas", [0])]
     names = [kernel_array(side, lam) for lam in lambdas for side in ("train", "test")]
     names = names + [f"{_MARKERS}/{name}" for name in names] + [
-        "y_train", "y_test", "train_index", "test_index"] + [
-        f"structures/{side}_{field}" for side in ("train", "test") for field in FIELDS]
+        "y_train", "y_test", "train_index", "test_index"]
     for name in names:
         file = path / name / "zarr.json"
         if not file.is_file():
@@ -474,9 +474,7 @@ def _build(root: Path, meta: dict[str, Any], settings: KernelSettings, dataset: 
                                    dtype=values.dtype, fill_value=fill,
                                    compressors=[Crc32cCodec()], config={"write_empty_chunks": True})
         array[...] = values
-    group.create_group("structures")  # what tile tasks read: no structure is in the graph
-    write_frames(group, "structures/train_", dataset.train_frames)
-    write_frames(group, "structures/test_", dataset.test_frames)
+    _write_structures(group, dataset)
     group.create_group(_MARKERS)
     nt, ns = n_blocks(n_train, tile_size), n_blocks(n_test, tile_size)
     for lam in lambdas:
@@ -487,6 +485,29 @@ def _build(root: Path, meta: dict[str, Any], settings: KernelSettings, dataset: 
         for name in files:
             fsync_path(Path(directory) / name)
         fsync_path(Path(directory), directory=True)
+
+
+def _write_structures(group: zarr.Group, dataset: Any) -> None:
+    """The split's structures, which tile tasks read (no structure travels in the graph)."""
+    group.create_group("structures")
+    write_frames(group, "structures/train_", dataset.train_frames)
+    write_frames(group, "structures/test_", dataset.test_frames)
+
+
+def ensure_structures(store: KernelStore, dataset: Any) -> None:
+    """Driver: write the structures into a store that lacks them (one converted from format
+    1), before any tile task needs them; made durable like a new store's files."""
+    if all((store.path / "structures" / f"{side}_{field}" / "zarr.json").is_file()
+           for side in ("train", "test") for field in FIELDS):
+        return
+    shutil.rmtree(store.path / "structures", ignore_errors=True)  # a half-written attempt
+    group = zarr.open_group(zarr.storage.LocalStore(store.path), mode="r+")
+    _write_structures(group, dataset)
+    for directory, _, files in os.walk(store.path / "structures"):
+        for name in files:
+            fsync_path(Path(directory) / name)
+        fsync_path(Path(directory), directory=True)
+    fsync_path(store.path, directory=True)
 
 
 # --------------------------------------------------------------------------- writing tiles
@@ -617,7 +638,8 @@ def convert_store(path: Path | str) -> dict[str, int]:
     Done tiles keep their values: each one whose 0.1 marker is valid and whose chunk matches
     the crc that marker recorded is marked in the new table; the rest count as missing. Safe
     to interrupt and rerun: the format attribute changes only once the new markers are
-    durable, and the old files are removed after that.
+    durable, and the old files are removed after that. The structures, which 0.1 stores did
+    not keep, are written by the next ``wkdist kernels`` or ``run`` from the config's data.
     """
     path = Path(path)
     node = _metadata(path / "zarr.json") if (path / "zarr.json").is_file() else {}
