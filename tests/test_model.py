@@ -93,6 +93,10 @@ def test_prediction_on_workers_equals_this_process_bitwise(saved):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         there = model.predict(new, client=client, block=3)
+        # other structures, as many: other task keys, never the first call's results
+        other = random_atoms(7, seed=6)
+        np.testing.assert_array_equal(model.predict(other, client=client, block=3),
+                                      model.predict(other, block=3))
     np.testing.assert_array_equal(here, there)
 
 

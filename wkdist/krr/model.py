@@ -168,20 +168,34 @@ class Model:
     # Task layout (``t`` = tokenize(model, new structures, part)):
     #     "wkdist-predict-<t>-<Q>-<B>"  block Q of new structures against training block B:
     #                                   sum_j K_mix(x, x_j) alpha_j over j in B, (q d,)
-    # submitted in waves (run_in_waves); the driver adds the results of block Q in the order
-    # of B, so the values do not depend on the cluster, and holds (q d,) per finished task.
+    # (``t`` = hash of the new structures, the weights and the training set), submitted in waves
+    # (run_in_waves); once block Q has all its results the driver adds them in the order of B,
+    # so the values do not depend on the cluster, and it holds only the blocks in flight.
     def _mixed(self, frames: list[Atoms], part: Part, *, client: Any = None,
                block: int = PREDICT_BLOCK) -> np.ndarray:
         """sum_j K^lam_mix(x, x_j) alpha_j for every x of ``frames``: (n d,), d = 2 lam + 1."""
-        from dask.base import tokenize
-
         d = 2 * part.lam + 1
         species = np.union1d(self.train_species, species_of(frames)) if frames else (
             self.train_species)
         queries = [frames[q:q + block] for q in range(0, len(frames), block)]
         trains = [(b, min(b + block, self.n_train)) for b in range(0, self.n_train, block)]
-        token = tokenize(self.source or id(self), part.lam, part.coefficients, len(frames))
-        sums: list[list[Any]] = [[None] * len(trains) for _ in queries]
+        digest = hashlib.sha256(repr((self.source, self.n_train, part.lam)).encode())
+        for array in (part.alpha, np.asarray(part.coefficients, dtype=np.float64)):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        for atoms in frames:
+            digest.update(atoms.numbers.tobytes() + atoms.get_positions().tobytes())
+        token = digest.hexdigest()[:32]
+        out = np.zeros(len(frames) * d)
+        pending: dict[int, list[Any]] = {}
+
+        def add(q: int, index: int, value: np.ndarray) -> None:
+            parts = pending.setdefault(q, [None] * len(trains))
+            parts[index] = value
+            if all(v is not None for v in parts):
+                total = np.zeros(len(queries[q]) * d)
+                for partial in pending.pop(q):  # fixed order over training blocks
+                    total += partial
+                out[q * block * d:q * block * d + len(total)] = total
         common = {"settings": self.settings, "species": species, "lam": part.lam,
                   "coefficients": np.asarray(part.coefficients, dtype=np.float64)}
 
@@ -196,7 +210,7 @@ class Model:
             for q, query in enumerate(queries):
                 for index in range(len(trains)):
                     c = call(q, index, query)
-                    sums[q][index] = c.function(*c.args, **c.kwargs)
+                    add(q, index, c.function(*c.args, **c.kwargs))
         else:
             from ..tiled.graph import run_in_waves
 
@@ -210,17 +224,11 @@ class Model:
 
             def finished(c: _Call, value: np.ndarray) -> None:
                 _, q, index = c.key.rsplit("-", 2)
-                sums[int(q)][int(index)] = value
-                if all(v is not None for v in sums[int(q)]):
+                add(int(q), int(index), value)
+                if int(q) not in pending:
                     shipped.pop(int(q), None)  # the block is done: release it
 
             run_in_waves(client, calls(), on_result=finished)
-        out = np.zeros(len(frames) * d)
-        for q, parts in enumerate(sums):
-            total = np.zeros(len(queries[q]) * d)
-            for value in parts:  # fixed order over training blocks
-                total += value
-            out[q * block * d:q * block * d + len(total)] = total
         return out
 
     def predict(self, frames: Sequence[Atoms], *, client: Any = None,
