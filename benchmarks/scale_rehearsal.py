@@ -21,6 +21,9 @@ solve   the tiled Cholesky and solve (the real code, zarr to zarr with markers) 
         worker memory.
 search  the mixing search (holdout, as the paper did at full QM9) on m = --search-m: seconds
         per shape and driver memory, extrapolated to the default number of shapes.
+predict wkdist's streamed prediction from a saved model of --predict-train structures (cheap
+        settings: the point is memory), 100 and --predict-new new structures, each run in a
+        fresh process and LocalCluster: peak memory of the driver and of the workers.
 
 Memory: peak resident set sizes from the processes' own counters (ru_maxrss, psutil when
 there). Figures depend on the disk and the load: the script prints the load average.
@@ -227,8 +230,53 @@ def stage_search(args: argparse.Namespace) -> dict:
             "driver_peak_mb": _rss_mb(), "driver_before_mb": before}
 
 
+def stage_predict(args: argparse.Namespace) -> dict:
+    """Streamed prediction from a saved model of --predict-train structures (small molecules,
+    cheap settings: the point is memory, not kernels), for 100 and for --predict-new new
+    structures, each in a fresh LocalCluster: peak memory of the driver's growth and of the
+    workers."""
+    import subprocess
+
+    code = (
+        "import json, resource, sys, numpy as np\n"
+        "from distributed import Client, LocalCluster\n"
+        "from wkdist.krr.model import load_model\n"
+        "sys.path.insert(0, sys.argv[3])\n"
+        "from scale_rehearsal import _Data\n"
+        "model = load_model(sys.argv[1]); new = _Data(int(sys.argv[2]), 0).train_frames\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,"
+        " dashboard_address=None) as c, Client(c) as client:\n"
+        "    y = model.predict(new, client=client)\n"
+        "    workers = client.run(lambda: __import__('resource').getrusage("
+        "__import__('resource').RUSAGE_SELF).ru_maxrss / 1024)\n"
+        "print(json.dumps({'driver_before_mb': before, 'driver_peak_mb': "
+        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+        "'worker_peak_mb': max(workers.values()), 'finite': bool(np.isfinite(y).all())}))\n")
+    from wkdist.krr.model import Part, save_model
+
+    settings = KernelSettings(nu_max=1, lambda_max=0, cutoff=1.5, cutoff_smoothing=0.5)
+    data = _Data(args.predict_train, 0)
+    path = args.dir / "predict-model"
+    shutil.rmtree(path, ignore_errors=True)
+    part = Part(lam=0, alpha=np.random.default_rng(3).standard_normal(args.predict_train),
+                coefficients=np.array([0.1, 1.0]), regularization=1.0)
+    save_model(path, parts=[part], train_frames=data.train_frames, settings=settings,
+               target="U0", unit="eV", wkdist_version="rehearsal")
+    figures: dict = {"n_train": args.predict_train}
+    for count in (100, args.predict_new):
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code, str(path), str(count),
+                              str(Path(__file__).parent)], capture_output=True, text=True,
+                             check=True)
+        figures[f"new_{count}"] = {**json.loads(out.stdout.strip().splitlines()[-1]),
+                                   "seconds": time.perf_counter() - start}
+    shutil.rmtree(path, ignore_errors=True)
+    return figures
+
+
 STAGES = {"scan": stage_scan, "waves": stage_waves, "solve": stage_solve,
-          "search": stage_search}
+          "search": stage_search, "predict": stage_predict}
 
 
 def main() -> int:
@@ -240,6 +288,8 @@ def main() -> int:
     parser.add_argument("--tile-size", type=int, default=256)
     parser.add_argument("--solve-n", type=int, default=20_000)
     parser.add_argument("--search-m", type=int, default=2_000)
+    parser.add_argument("--predict-train", type=int, default=110_000)
+    parser.add_argument("--predict-new", type=int, default=2_000)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
