@@ -1,4 +1,4 @@
-"""Experiment (issue 8): does smoothing the neighbour density radially recover the authors' QM9
+"""Experiment: does smoothing the neighbour density radially recover the authors' QM9
 accuracy?
 
 A suspicion tested here: that the authors' 72.2 meV (against ~90 meV for the exact kernel) comes

@@ -197,7 +197,7 @@ def load_dataset(config: DataConfig) -> Dataset:
         from ..data.qm9 import load_qm9  # optional data package; imported only when asked for
 
         if config.target == "polarizability":
-            # qm9pack's tensors are not in the frame of its coordinates (issue 6): a covariant
+            # qm9pack's tensors are not in the frame of its coordinates (measured): a covariant
             # fit would learn noise. Its invariants would be fine, but they are not stored.
             raise DataError("[data] target: 'polarizability' of QM9 cannot be fitted: qm9pack's "
                             "tensors are not given in the frame of its coordinates")
