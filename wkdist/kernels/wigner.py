@@ -22,6 +22,7 @@ from .radial import radial_factors
 __all__ = ["PackedArrays", "pair_kernels"]
 
 BATCH = 64
+PAIR_CHUNK = 128  # neighbour pairs per vectorized radial call
 
 
 @numba.njit(cache=True, inline="always")
@@ -43,41 +44,80 @@ def _zero(w, start, stop):
             w[s, p] = 0.0
 
 
+@numba.njit(cache=True, inline="always")
+def _add_neighbour(k1, lmax, offsets, norm_l, y_a, j, tmp):
+    """k1 += Y(j) v_j^T for every l (v_j in tmp), then clears tmp."""
+    for l in range(lmax + 1):
+        d = 2 * l + 1
+        base = offsets[l]
+        for m in range(d):
+            ya = y_a[j, l * l + m] * norm_l[l]
+            for mp in range(d):
+                k1[base + m * d + mp] += ya * tmp[l * l + mp]
+    for q in range(tmp.shape[0]):
+        tmp[q] = 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _add_chunk(
+    n, current, lmax, offsets, norm_l, r_a, inv_r_a, s_a, w_a, y_a, r_b, inv_r_b, s_b, w_b, y_b,
+    tmp, k1, l_of_q, pairs, rad, work, bits, scales,
+):
+    """Radial factors of the first n listed pairs, then their terms in list order; returns the
+    neighbour j whose v_j is still open in tmp."""
+    radial_factors(pairs, n, r_a, inv_r_a, s_a, w_a, r_b, inv_r_b, s_b, w_b, lmax, rad, work,
+                   bits, scales)
+    n_harm = (lmax + 1) * (lmax + 1)
+    for q in range(n):
+        if pairs[0, q] != current:
+            if current >= 0:
+                _add_neighbour(k1, lmax, offsets, norm_l, y_a, current, tmp)
+            current = pairs[0, q]
+        jp = pairs[1, q]
+        for h in range(n_harm):  # fixed length, contiguous: vectorizes
+            tmp[h] += rad[l_of_q[h], q] * y_b[jp, h]
+    return current
+
+
 @numba.njit(cache=True)
 def _fill_nu1(
-    w, p, lmax, n_sq, offsets, norm_l, radial,
-    i, ptr_a, r_a, s_a, w_a, y_a,
-    k, ptr_b, r_b, s_b, w_b, y_b,
-    tmp, k1, l_of_q,
+    w, p, lmax, n_sq, offsets, norm_l,
+    i, ptr_a, r_a, inv_r_a, s_a, w_a, y_a,
+    k, ptr_b, r_b, inv_r_b, s_b, w_b, y_b,
+    tmp, k1, l_of_q, pairs, rad, work, bits, scales,
 ):
     """Level 0, blocks (l, +1), column p: the nu = 1 closed form for centres i, k.
 
-    Accumulates in the contiguous buffer k1 and copies once: the column p of W is strided.
+    The same-species neighbour pairs (j, j') are listed j-major in chunks of PAIR_CHUNK; their
+    radial factors come from one vectorized call per chunk, then v_j = sum_j' R(j, j') Y(j')
+    and k1 += Y(j) v_j^T, in the order of the list. Accumulates in the contiguous buffer k1 and
+    copies once: the column p of W is strided.
     """
     for q in range(n_sq):
         k1[q] = 0.0
-    n_harm = (lmax + 1) * (lmax + 1)
-    n_species = ptr_a.shape[1] - 1
-    for sp in range(n_species):
+    for q in range(tmp.shape[0]):
+        tmp[q] = 0.0
+    current = -1
+    n = 0
+    for sp in range(ptr_a.shape[1] - 1):
         if ptr_b[k, sp] == ptr_b[k, sp + 1]:
             continue
         for j in range(ptr_a[i, sp], ptr_a[i, sp + 1]):
-            for q in range(tmp.shape[0]):
-                tmp[q] = 0.0
-            inv_r = 1.0 / r_a[j]
             for jp in range(ptr_b[k, sp], ptr_b[k, sp + 1]):
-                if not radial_factors(r_a[j], inv_r, s_a[j], w_a[j],
-                                      r_b[jp], 1.0 / r_b[jp], s_b[jp], w_b[jp], lmax, radial):
-                    continue
-                for q in range(n_harm):  # fixed length, contiguous: vectorizes
-                    tmp[q] += radial[l_of_q[q]] * y_b[jp, q]
-            for l in range(lmax + 1):
-                d = 2 * l + 1
-                base = offsets[l]
-                for m in range(d):
-                    ya = y_a[j, l * l + m] * norm_l[l]
-                    for mp in range(d):
-                        k1[base + m * d + mp] += ya * tmp[l * l + mp]
+                pairs[0, n] = j
+                pairs[1, n] = jp
+                n += 1
+                if n == pairs.shape[1]:
+                    current = _add_chunk(n, current, lmax, offsets, norm_l, r_a, inv_r_a, s_a,
+                                         w_a, y_a, r_b, inv_r_b, s_b, w_b, y_b, tmp, k1, l_of_q,
+                                         pairs, rad, work, bits, scales)
+                    n = 0
+    if n > 0:
+        current = _add_chunk(n, current, lmax, offsets, norm_l, r_a, inv_r_a, s_a, w_a, y_a,
+                             r_b, inv_r_b, s_b, w_b, y_b, tmp, k1, l_of_q, pairs, rad, work,
+                             bits, scales)
+    if current >= 0:
+        _add_neighbour(k1, lmax, offsets, norm_l, y_a, current, tmp)
     for q in range(n_sq):
         w[q, p] = k1[q]
 
@@ -191,7 +231,7 @@ def _pair_kernels(
     pair_a, pair_b, row_ptr,
     frame_a, species_a, ptr_a, r_a, s_a, w_a, y_a,
     frame_b, species_b, ptr_b, r_b, s_b, w_b, y_b,
-    lmax, norm_l, n_slots, one, scratch, steps, targets, present, outputs,
+    inv_r_a, inv_r_b, lmax, norm_l, n_slots, one, scratch, steps, targets, present, outputs,
     tab_triples, cg_ptr, cg_index, cg_value, col_ptr, col_index, program, result,
 ):
     offsets = np.empty(lmax + 1, dtype=np.int64)
@@ -209,7 +249,11 @@ def _pair_kernels(
         l_of_q = np.empty((lmax + 1) ** 2, dtype=np.int64)  # l of flat harmonic index
         for l in range(lmax + 1):
             l_of_q[l * l:(l + 1) * (l + 1)] = l
-        radial = np.empty(lmax + 1)
+        pairs = np.empty((2, PAIR_CHUNK), dtype=np.int64)
+        rad = np.empty((lmax + 1, PAIR_CHUNK))
+        work = np.empty((6, max(PAIR_CHUNK, lmax + 1)))
+        bits = np.empty((2, PAIR_CHUNK), dtype=np.int64)
+        scales = bits.view(np.float64)
         owner = np.empty(BATCH, dtype=np.int64)  # structure pair of each batch column
         filled = 0
         for q in range(row_ptr[row], row_ptr[row + 1]):
@@ -221,9 +265,10 @@ def _pair_kernels(
                 for k in range(frame_b[b], frame_b[b + 1]):
                     if species_a[i] != species_b[k]:
                         continue
-                    _fill_nu1(w, filled, lmax, n_sq, offsets, norm_l, radial,
-                              i, ptr_a, r_a, s_a, w_a, y_a, k, ptr_b, r_b, s_b, w_b, y_b, tmp, k1,
-                              l_of_q)
+                    _fill_nu1(w, filled, lmax, n_sq, offsets, norm_l,
+                              i, ptr_a, r_a, inv_r_a, s_a, w_a, y_a,
+                              k, ptr_b, r_b, inv_r_b, s_b, w_b, y_b,
+                              tmp, k1, l_of_q, pairs, rad, work, bits, scales)
                     owner[filled] = q
                     filled += 1
                     if filled == BATCH:
@@ -284,6 +329,7 @@ def pair_kernels(
     _pair_kernels(
         pair_a, pair_b, row_ptr,
         *packed_a.arrays(), *packed_b.arrays(),
+        1.0 / packed_a.r, 1.0 / packed_b.r,
         lmax, norm_l, schedule.n_slots, schedule.one, schedule.scratch,
         schedule.steps, schedule.targets, schedule.present, schedule.outputs,
         table.triples, table.cg_ptr, table.cg_index, table.cg_value, table.col_ptr,
