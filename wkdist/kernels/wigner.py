@@ -44,23 +44,30 @@ def _zero(w, start, stop):
             w[s, p] = 0.0
 
 
+@numba.njit(cache=True)
+def _expand_neighbours(y_a, norm_l, start, stop, row_m, l_of_sq, yax):
+    """yax[j - start, q] = norm_l[l] Y_{l m}(j) for the entry q = (l, m, m') of a level block.
+
+    Done once per centre i and reused for every centre it is paired with, so that the outer
+    products below run over all (l, m, m') in one contiguous loop.
+    """
+    for j in range(start, stop):
+        for q in range(yax.shape[1]):
+            yax[j - start, q] = y_a[j, row_m[q]] * norm_l[l_of_sq[q]]
+
+
 @numba.njit(cache=True, inline="always")
-def _add_neighbour(k1, lmax, offsets, norm_l, y_a, j, tmp):
-    """k1 += Y(j) v_j^T for every l (v_j in tmp), then clears tmp."""
-    for l in range(lmax + 1):
-        d = 2 * l + 1
-        base = offsets[l]
-        for m in range(d):
-            ya = y_a[j, l * l + m] * norm_l[l]
-            for mp in range(d):
-                k1[base + m * d + mp] += ya * tmp[l * l + mp]
+def _add_neighbour(k1, yax, jj, tmp, col_m):
+    """k1 += Y(j) v_j^T for every l (Y(j) in yax[jj], v_j in tmp), then clears tmp."""
+    for q in range(k1.shape[0]):
+        k1[q] += yax[jj, q] * tmp[col_m[q]]
     for q in range(tmp.shape[0]):
         tmp[q] = 0.0
 
 
 @numba.njit(cache=True, inline="always")
 def _add_chunk(
-    n, current, lmax, offsets, norm_l, r_a, inv_r_a, s_a, w_a, y_a, r_b, inv_r_b, s_b, w_b, y_b,
+    n, current, lmax, first, yax, col_m, r_a, inv_r_a, s_a, w_a, r_b, inv_r_b, s_b, w_b, y_b,
     tmp, k1, l_of_q, pairs, rad, work, bits, scales,
 ):
     """Radial factors of the first n listed pairs, then their terms in list order; returns the
@@ -71,7 +78,7 @@ def _add_chunk(
     for q in range(n):
         if pairs[0, q] != current:
             if current >= 0:
-                _add_neighbour(k1, lmax, offsets, norm_l, y_a, current, tmp)
+                _add_neighbour(k1, yax, current - first, tmp, col_m)
             current = pairs[0, q]
         jp = pairs[1, q]
         for h in range(n_harm):  # fixed length, contiguous: vectorizes
@@ -81,8 +88,8 @@ def _add_chunk(
 
 @numba.njit(cache=True)
 def _fill_nu1(
-    w, p, lmax, n_sq, offsets, norm_l,
-    i, ptr_a, r_a, inv_r_a, s_a, w_a, y_a,
+    w, p, lmax, n_sq, yax, col_m,
+    i, ptr_a, r_a, inv_r_a, s_a, w_a,
     k, ptr_b, r_b, inv_r_b, s_b, w_b, y_b,
     tmp, k1, l_of_q, pairs, rad, work, bits, scales,
 ):
@@ -90,8 +97,9 @@ def _fill_nu1(
 
     The same-species neighbour pairs (j, j') are listed j-major in chunks of PAIR_CHUNK; their
     radial factors come from one vectorized call per chunk, then v_j = sum_j' R(j, j') Y(j')
-    and k1 += Y(j) v_j^T, in the order of the list. Accumulates in the contiguous buffer k1 and
-    copies once: the column p of W is strided.
+    and k1 += Y(j) v_j^T, in the order of the list (yax: the expanded Y(j) of the neighbours of
+    i, see _expand_neighbours). Accumulates in the contiguous buffer k1 and copies once: the
+    column p of W is strided.
     """
     for q in range(n_sq):
         k1[q] = 0.0
@@ -108,16 +116,16 @@ def _fill_nu1(
                 pairs[1, n] = jp
                 n += 1
                 if n == pairs.shape[1]:
-                    current = _add_chunk(n, current, lmax, offsets, norm_l, r_a, inv_r_a, s_a,
-                                         w_a, y_a, r_b, inv_r_b, s_b, w_b, y_b, tmp, k1, l_of_q,
-                                         pairs, rad, work, bits, scales)
+                    current = _add_chunk(n, current, lmax, ptr_a[i, 0], yax, col_m, r_a,
+                                         inv_r_a, s_a, w_a, r_b, inv_r_b, s_b, w_b, y_b, tmp,
+                                         k1, l_of_q, pairs, rad, work, bits, scales)
                     n = 0
     if n > 0:
-        current = _add_chunk(n, current, lmax, offsets, norm_l, r_a, inv_r_a, s_a, w_a, y_a,
-                             r_b, inv_r_b, s_b, w_b, y_b, tmp, k1, l_of_q, pairs, rad, work,
-                             bits, scales)
+        current = _add_chunk(n, current, lmax, ptr_a[i, 0], yax, col_m, r_a, inv_r_a, s_a,
+                             w_a, r_b, inv_r_b, s_b, w_b, y_b, tmp, k1, l_of_q, pairs, rad,
+                             work, bits, scales)
     if current >= 0:
-        _add_neighbour(k1, lmax, offsets, norm_l, y_a, current, tmp)
+        _add_neighbour(k1, yax, current - ptr_a[i, 0], tmp, col_m)
     for q in range(n_sq):
         w[q, p] = k1[q]
 
@@ -231,7 +239,7 @@ def _pair_kernels(
     pair_a, pair_b, row_ptr,
     frame_a, species_a, ptr_a, r_a, s_a, w_a, y_a,
     frame_b, species_b, ptr_b, r_b, s_b, w_b, y_b,
-    inv_r_a, inv_r_b, lmax, norm_l, n_slots, one, scratch, steps, targets, present, outputs,
+    inv_r_a, inv_r_b, most_a, lmax, norm_l, n_slots, one, scratch, steps, targets, present, outputs,
     tab_triples, cg_ptr, cg_index, cg_value, col_ptr, col_index, program, result,
 ):
     offsets = np.empty(lmax + 1, dtype=np.int64)
@@ -240,6 +248,18 @@ def _pair_kernels(
         offsets[l] = n_sq
         n_sq += (2 * l + 1) ** 2
     n_out = outputs.shape[0]
+    # per entry q = (l, m, m') of a level block: l and the flat harmonic indices of m and m'
+    l_of_sq = np.empty(n_sq, dtype=np.int64)
+    row_m = np.empty(n_sq, dtype=np.int64)
+    col_m = np.empty(n_sq, dtype=np.int64)
+    for l in range(lmax + 1):
+        d = 2 * l + 1
+        for m in range(d):
+            for mp in range(d):
+                q = offsets[l] + m * d + mp
+                l_of_sq[q] = l
+                row_m[q] = l * l + m
+                col_m[q] = l * l + mp
     for row in numba.prange(row_ptr.shape[0] - 1):
         w = np.zeros((n_slots, BATCH))
         w[one, :] = 1.0
@@ -254,6 +274,7 @@ def _pair_kernels(
         work = np.empty((6, max(PAIR_CHUNK, lmax + 1)))
         bits = np.empty((2, PAIR_CHUNK), dtype=np.int64)
         scales = bits.view(np.float64)
+        yax = np.empty((most_a, n_sq))
         owner = np.empty(BATCH, dtype=np.int64)  # structure pair of each batch column
         filled = 0
         for q in range(row_ptr[row], row_ptr[row + 1]):
@@ -262,11 +283,13 @@ def _pair_kernels(
             for o in range(n_out):
                 result[q, o] = 0.0
             for i in range(frame_a[a], frame_a[a + 1]):
+                _expand_neighbours(y_a, norm_l, ptr_a[i, 0], ptr_a[i, ptr_a.shape[1] - 1],
+                                   row_m, l_of_sq, yax)
                 for k in range(frame_b[b], frame_b[b + 1]):
                     if species_a[i] != species_b[k]:
                         continue
-                    _fill_nu1(w, filled, lmax, n_sq, offsets, norm_l,
-                              i, ptr_a, r_a, inv_r_a, s_a, w_a, y_a,
+                    _fill_nu1(w, filled, lmax, n_sq, yax, col_m,
+                              i, ptr_a, r_a, inv_r_a, s_a, w_a,
                               k, ptr_b, r_b, inv_r_b, s_b, w_b, y_b,
                               tmp, k1, l_of_q, pairs, rad, work, bits, scales)
                     owner[filled] = q
@@ -330,6 +353,7 @@ def pair_kernels(
         pair_a, pair_b, row_ptr,
         *packed_a.arrays(), *packed_b.arrays(),
         1.0 / packed_a.r, 1.0 / packed_b.r,
+        max(int((packed_a.nb_ptr[:, -1] - packed_a.nb_ptr[:, 0]).max(initial=0)), 1),
         lmax, norm_l, schedule.n_slots, schedule.one, schedule.scratch,
         schedule.steps, schedule.targets, schedule.present, schedule.outputs,
         table.triples, table.cg_ptr, table.cg_index, table.cg_value, table.col_ptr,
