@@ -131,7 +131,7 @@ def exp_nonpositive(x: np.ndarray, n: int, bits: np.ndarray, scales: np.ndarray)
         x[q] = x[q] * scales[0, q] * scales[1, q]
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True)
 def radial_factors(
     pairs: np.ndarray, n: int,
     r1: np.ndarray, inv_r1: np.ndarray, s1: np.ndarray, w1: np.ndarray,

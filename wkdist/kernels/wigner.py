@@ -65,7 +65,7 @@ def _add_neighbour(k1, yax, jj, tmp, col_m):
         tmp[q] = 0.0
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True)
 def _add_chunk(
     n, current, lmax, first, yax, col_m, r_a, inv_r_a, s_a, w_a, r_b, inv_r_b, s_b, w_b, y_b,
     tmp, k1, l_of_q, pairs, rad, work, bits, scales,
