@@ -1,15 +1,21 @@
 """Throughput of the Wigner-kernel engine on QM9 (a script, not a test).
 
     python benchmarks/kernel_throughput.py [--n 200] [--repeats 3] [--json out.json]
+        [--cutoff 4] [--cutoff-smoothing 2] [--lambda-max 3] [--lam 0] [--reference]
 
-Computes the symmetric kernel of ``--n`` random QM9 molecules (seeded) with the reference
-settings (nu_max = 4, lambda_max = 3, reduced scheme unless told otherwise) and reports:
+Computes the symmetric kernel of ``--n`` random QM9 molecules (seeded) with the default
+``KernelSettings()`` (cutoff 4, cutoff_smoothing 2, nu_max 4, lambda_max 3, the default
+normalization, reduced scheme) unless told otherwise; ``--reference`` starts from the reference
+settings (wkdist.REFERENCE_QM9: cutoff 5, cutoff_smoothing 0.5) instead, and ``--lam`` 1 or 2
+times the equivariant kernels of that order. It reports:
 
 - same-species atom pairs per second. With ``frames_b=None`` only structure pairs b >= a are
   computed, so the count is sum_{a <= b} sum_species n_a(s) n_b(s);
 - counted GFLOP/s (what the arithmetic needs, not what the CPU executes). Per atom pair:
   * iterations and invariant products: ``invariant_schedule(lambda_max, nu_max, scheme).flops``
-    (sparse real Clebsch-Gordan products, as planned by wkdist.kernels.plans);
+    (``equivariant_schedule(lambda_max, nu_max, lam)`` with ``--lam``), as planned by
+    wkdist.kernels.plans: 3 per term of a product program (two multiplies and an add), the
+    sparse contractions of a factored step;
   * nu = 1 (closed form, factored): for every same-species neighbour pair (j, j')
     2 (lambda_max + 1)^2 flops (a radial factor times Y_l(j') accumulated into a per-neighbour
     vector v_j, all l, m) plus ~30 for the radial factor itself (s^2, the exponential, the
@@ -17,8 +23,11 @@ settings (nu_max = 4, lambda_max = 3, reduced scheme unless told otherwise) and 
     them), then per neighbour j of the first centre that has a same-species partner
     sum_l 2 (2 l + 1)^2 for the outer product Y_l(j) v_j^T.
   Neighbours are counted here independently of the engine (cutoff sphere, centre excluded);
-- numpy DGEMM GFLOP/s (n x n matmul, 2 n^3 flops, median of 5) in the same run, as the
-  machine's practical arithmetic peak;
+- numpy DGEMM GFLOP/s (n x n matmul, 2 n^3 flops; median of 5 before and 5 after the kernel
+  timings) in the same run, as the machine's practical arithmetic peak, and the figure of merit
+  **same-species atom pairs per second per DGEMM GFLOP/s**, which depends much less on the
+  machine and on its load than either rate alone (it still depends on the CPU model);
+- the CPU model (/proc/cpuinfo) and the load average before and after;
 - the split of time between packing (neighbour lists, harmonics), nu = 1 plus structure sums
   (a run with nu_max = 1 does no iteration) and the iterations (the difference);
 - the first-call cost: a fresh interpreter with an empty NUMBA_CACHE_DIR times ``import
@@ -44,9 +53,14 @@ from pathlib import Path
 import numpy as np
 
 import wkdist
-from wkdist import REFERENCE_QM9, KernelSettings, structure_kernels
+from wkdist import (
+    REFERENCE_QM9,
+    KernelSettings,
+    equivariant_structure_kernels,
+    structure_kernels,
+)
 from wkdist.data import load_qm9
-from wkdist.kernels import invariant_schedule
+from wkdist.kernels import equivariant_schedule, invariant_schedule
 
 _CPU_SECONDS: list[float] = []  # process CPU time of the last median_time call, per repeat
 
@@ -104,12 +118,23 @@ def pair_counts(frames, settings: KernelSettings) -> dict[str, float]:
     }
 
 
-def dgemm_gflops(size: int, repeats: int = 5) -> float:
+def dgemm_samples(size: int, repeats: int = 5) -> list[float]:
+    """GFLOP/s of repeats n x n matmuls (after one to warm the BLAS threads)."""
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((size, size)), rng.standard_normal((size, size))
-    a @ b  # warm the BLAS threads
-    t, _ = median_time(lambda: a @ b, repeats)
-    return 2.0 * size**3 / t / 1e9
+    a @ b
+    _, times = median_time(lambda: a @ b, repeats)
+    return [2.0 * size**3 / t / 1e9 for t in times]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def blas_info() -> str:
@@ -174,9 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=200, help="QM9 molecules (default 200)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats, median reported")
-    parser.add_argument("--nu-max", type=int, default=KernelSettings().nu_max)
-    parser.add_argument("--lambda-max", type=int, default=KernelSettings().lambda_max)
-    parser.add_argument("--scheme", default=KernelSettings().scheme, choices=("reduced", "full"))
+    parser.add_argument("--reference", action="store_true",
+                        help="start from wkdist.REFERENCE_QM9 instead of KernelSettings()")
+    parser.add_argument("--cutoff", type=float, default=None)
+    parser.add_argument("--cutoff-smoothing", type=float, default=None)
+    parser.add_argument("--nu-max", type=int, default=None)
+    parser.add_argument("--lambda-max", type=int, default=None)
+    parser.add_argument("--scheme", default=None, choices=("reduced", "full"))
+    parser.add_argument("--lam", type=int, default=0,
+                        help="0: invariant kernels (default); 1 or more: equivariant of that order")
     parser.add_argument("--dgemm-size", type=int, default=2000)
     parser.add_argument("--cache-dir", default=None, help="QM9 cache (default: wkdist's)")
     parser.add_argument("--frames", type=Path, default=None,
@@ -189,10 +220,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import numba
 
-    # the reference settings (wkdist.REFERENCE_QM9), whose figures the README records
-    settings = replace(REFERENCE_QM9, nu_max=args.nu_max, lambda_max=args.lambda_max,
-                       scheme=args.scheme)
+    base = REFERENCE_QM9 if args.reference else KernelSettings()
+    pinned = {"cutoff": args.cutoff, "cutoff_smoothing": args.cutoff_smoothing,
+              "nu_max": args.nu_max, "lambda_max": args.lambda_max, "scheme": args.scheme}
+    settings = replace(base, **{k: v for k, v in pinned.items() if v is not None})
     settings_nu1 = replace(settings, nu_max=1)
+    if not 0 <= args.lam <= settings.lambda_max:
+        parser.error(f"--lam must be between 0 and lambda_max = {settings.lambda_max}")
+    lam = args.lam
+
+    def kernels(s: KernelSettings):
+        if lam == 0:
+            return structure_kernels(frames, settings=s)
+        return equivariant_structure_kernels(frames, settings=s, lam=lam)
 
     rng = np.random.default_rng(args.seed)
     if args.frames is None:
@@ -211,20 +251,24 @@ def main(argv: list[str] | None = None) -> int:
 
     # compile (or load from cache) outside the timings
     for s in (settings, settings_nu1):
-        structure_kernels(frames[:2], settings=s)
+        if lam == 0:
+            structure_kernels(frames[:2], settings=s)
+        else:
+            equivariant_structure_kernels(frames[:2], settings=s, lam=lam)
 
     counts = pair_counts(frames, settings)
-    schedule = invariant_schedule(settings.lambda_max, settings.nu_max, settings.scheme)
+    schedule = (invariant_schedule(settings.lambda_max, settings.nu_max, settings.scheme)
+                if lam == 0 else equivariant_schedule(settings.lambda_max, settings.nu_max, lam))
     iter_flops = schedule.flops * counts["atom_pairs"]
 
-    t_full, all_full = median_time(lambda: structure_kernels(frames, settings=settings),
-                                   args.repeats)
+    load_before = os.getloadavg()
+    dgemm_before = dgemm_samples(args.dgemm_size)
+    t_full, all_full = median_time(lambda: kernels(settings), args.repeats)
     # CPU seconds barely depend on other processes stealing cores (wall time does): divided by
     # the thread count they estimate the wall time on otherwise idle cores (an upper bound:
     # idle threads that spin also count).
     cpu_full = float(np.median(_CPU_SECONDS))
-    t_nu1, all_nu1 = median_time(lambda: structure_kernels(frames, settings=settings_nu1),
-                                 args.repeats)
+    t_nu1, all_nu1 = median_time(lambda: kernels(settings_nu1), args.repeats)
     try:  # packing alone (engine internals: skipped if the module moves)
         from wkdist.engine.structures import pack_structures, species_of
 
@@ -235,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportError, TypeError):
         t_pack = float("nan")
     t_iter = max(t_full - t_nu1, 0.0)
-    dgemm = dgemm_gflops(args.dgemm_size)
+    dgemm = float(np.median(dgemm_before + dgemm_samples(args.dgemm_size)))
+    load_after = os.getloadavg()
     compiled = None if args.no_compile else compile_times()
 
     pairs = counts["atom_pairs"]
@@ -265,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         "gflops_iterations": iter_flops / t_iter / 1e9 if t_iter > 0 else float("nan"),
         "dgemm_size": args.dgemm_size,
         "dgemm_gflops": dgemm,
+        "pairs_per_s_per_dgemm_gflops": pairs / t_full / dgemm,
+        "lam": lam,
+        "cpu_model": cpu_model(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
         "numba_threads": numba.get_num_threads(),
         "numba_threading_layer": numba.config.THREADING_LAYER,
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
@@ -277,9 +327,14 @@ def main(argv: list[str] | None = None) -> int:
         "compile": compiled,
     }
 
-    print(f"wkdist {wkdist.__version__} kernel throughput: {args.n} {source} (seed "
-          f"{args.seed}, {n_atoms} atoms), nu_max={settings.nu_max}, "
-          f"lambda_max={settings.lambda_max}, scheme={settings.scheme}, median of {args.repeats}")
+    kind = "invariant" if lam == 0 else f"equivariant lambda={lam}"
+    print(f"wkdist {wkdist.__version__} kernel throughput ({kind}): {args.n} {source} (seed "
+          f"{args.seed}, {n_atoms} atoms), cutoff={settings.cutoff:g}, "
+          f"cutoff_smoothing={settings.cutoff_smoothing:g}, nu_max={settings.nu_max}, "
+          f"lambda_max={settings.lambda_max}, normalization={settings.normalization}, "
+          f"scheme={settings.scheme}, median of {args.repeats}")
+    print(f"  CPU {fig['cpu_model']}; load average before {load_before[0]:.2f}, "
+          f"after {load_after[0]:.2f}")
     print(f"  numba threads {fig['numba_threads']} (layer {fig['numba_threading_layer']}), "
           f"cpus {fig['cpu_count']}, OPENBLAS_CORETYPE={fig['openblas_coretype']}")
     print(f"  BLAS: {fig['blas']}")
@@ -308,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  counted GFLOP/s nu=1 (no pack)   {fig['gflops_nu1']:>14.2f}")
     print(f"  counted GFLOP/s iterations       {fig['gflops_iterations']:>14.2f}")
     print(f"  numpy DGEMM {args.dgemm_size}^2 GFLOP/s        {dgemm:>14.1f}")
+    print(f"  pairs/s per DGEMM GFLOP/s        {fig['pairs_per_s_per_dgemm_gflops']:>14,.0f}")
     if compiled:
         for label in ("cold", "warm"):
             c = compiled[label]

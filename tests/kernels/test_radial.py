@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal, localcontext
 from math import factorial
 
@@ -97,3 +98,21 @@ def test_scaled_spherical_in_limits():
     xs = np.linspace(0.0, 30.0, 61)[1:]
     np.testing.assert_allclose(scaled_spherical_in(xs, 10)[:, :4], scaled_spherical_in(xs, 3),
                                rtol=2e-13, atol=0)
+
+
+def test_vectorized_exp_within_one_ulp_down_to_the_smallest_subnormal():
+    from wkdist.kernels.radial import exp_nonpositive
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([
+        -rng.uniform(0.0, 746.0, 200_000), -rng.uniform(0.0, 1.0, 50_000),
+        -rng.uniform(700.0, 746.0, 50_000),
+        [0.0, -0.0, -1e-300, -np.log(2) / 2, -708.39, -708.4, -745.13, -745.14, -746.0],
+    ])
+    got = x.copy()
+    bits = np.empty((2, len(x)), dtype=np.int64)
+    exp_nonpositive(got, len(x), bits, bits.view(np.float64))
+    expected = np.array([math.exp(v) for v in x])  # the C library's exp, below 1 ulp
+    ulps = np.abs(got - expected) / np.spacing(expected)
+    assert ulps.max() <= 1.0
+    assert got[-1] == 0.0 and got[-2] == 0.0 and got[-3] == np.exp(-745.13) > 0.0

@@ -16,12 +16,13 @@ import math
 import numba
 import numpy as np
 
-from .plans import INVARIANT, CouplingTable, Schedule
+from .plans import PRODUCT, CouplingTable, Schedule
 from .radial import radial_factors
 
 __all__ = ["PackedArrays", "pair_kernels"]
 
 BATCH = 64
+PAIR_CHUNK = 128  # neighbour pairs per vectorized radial call
 
 
 @numba.njit(cache=True, inline="always")
@@ -44,40 +45,87 @@ def _zero(w, start, stop):
 
 
 @numba.njit(cache=True)
+def _expand_neighbours(y_a, norm_l, start, stop, row_m, l_of_sq, yax):
+    """yax[j - start, q] = norm_l[l] Y_{l m}(j) for the entry q = (l, m, m') of a level block.
+
+    Done once per centre i and reused for every centre it is paired with, so that the outer
+    products below run over all (l, m, m') in one contiguous loop.
+    """
+    for j in range(start, stop):
+        for q in range(yax.shape[1]):
+            yax[j - start, q] = y_a[j, row_m[q]] * norm_l[l_of_sq[q]]
+
+
+@numba.njit(cache=True, inline="always")
+def _add_neighbour(k1, yax, jj, tmp, col_m):
+    """k1 += Y(j) v_j^T for every l (Y(j) in yax[jj], v_j in tmp), then clears tmp."""
+    for q in range(k1.shape[0]):
+        k1[q] += yax[jj, q] * tmp[col_m[q]]
+    for q in range(tmp.shape[0]):
+        tmp[q] = 0.0
+
+
+@numba.njit(cache=True)
+def _add_chunk(
+    n, current, lmax, first, yax, col_m, r_a, inv_r_a, s_a, w_a, r_b, inv_r_b, s_b, w_b, y_b,
+    tmp, k1, l_of_q, pairs, rad, work, bits, scales,
+):
+    """Radial factors of the first n listed pairs, then their terms in list order; returns the
+    neighbour j whose v_j is still open in tmp."""
+    radial_factors(pairs, n, r_a, inv_r_a, s_a, w_a, r_b, inv_r_b, s_b, w_b, lmax, rad, work,
+                   bits, scales)
+    n_harm = (lmax + 1) * (lmax + 1)
+    for q in range(n):
+        if pairs[0, q] != current:
+            if current >= 0:
+                _add_neighbour(k1, yax, current - first, tmp, col_m)
+            current = pairs[0, q]
+        jp = pairs[1, q]
+        for h in range(n_harm):  # fixed length, contiguous: vectorizes
+            tmp[h] += rad[l_of_q[h], q] * y_b[jp, h]
+    return current
+
+
+@numba.njit(cache=True)
 def _fill_nu1(
-    w, p, lmax, n_sq, offsets, norm_l, radial,
-    i, ptr_a, r_a, s_a, w_a, y_a,
-    k, ptr_b, r_b, s_b, w_b, y_b,
-    tmp, k1, l_of_q,
+    w, p, lmax, n_sq, yax, col_m,
+    i, ptr_a, r_a, inv_r_a, s_a, w_a,
+    k, ptr_b, r_b, inv_r_b, s_b, w_b, y_b,
+    tmp, k1, l_of_q, pairs, rad, work, bits, scales,
 ):
     """Level 0, blocks (l, +1), column p: the nu = 1 closed form for centres i, k.
 
-    Accumulates in the contiguous buffer k1 and copies once: the column p of W is strided.
+    The same-species neighbour pairs (j, j') are listed j-major in chunks of PAIR_CHUNK; their
+    radial factors come from one vectorized call per chunk, then v_j = sum_j' R(j, j') Y(j')
+    and k1 += Y(j) v_j^T, in the order of the list (yax: the expanded Y(j) of the neighbours of
+    i, see _expand_neighbours). Accumulates in the contiguous buffer k1 and copies once: the
+    column p of W is strided.
     """
     for q in range(n_sq):
         k1[q] = 0.0
-    n_harm = (lmax + 1) * (lmax + 1)
-    n_species = ptr_a.shape[1] - 1
-    for sp in range(n_species):
+    for q in range(tmp.shape[0]):
+        tmp[q] = 0.0
+    current = -1
+    n = 0
+    for sp in range(ptr_a.shape[1] - 1):
         if ptr_b[k, sp] == ptr_b[k, sp + 1]:
             continue
         for j in range(ptr_a[i, sp], ptr_a[i, sp + 1]):
-            for q in range(tmp.shape[0]):
-                tmp[q] = 0.0
-            inv_r = 1.0 / r_a[j]
             for jp in range(ptr_b[k, sp], ptr_b[k, sp + 1]):
-                if not radial_factors(r_a[j], inv_r, s_a[j], w_a[j],
-                                      r_b[jp], 1.0 / r_b[jp], s_b[jp], w_b[jp], lmax, radial):
-                    continue
-                for q in range(n_harm):  # fixed length, contiguous: vectorizes
-                    tmp[q] += radial[l_of_q[q]] * y_b[jp, q]
-            for l in range(lmax + 1):
-                d = 2 * l + 1
-                base = offsets[l]
-                for m in range(d):
-                    ya = y_a[j, l * l + m] * norm_l[l]
-                    for mp in range(d):
-                        k1[base + m * d + mp] += ya * tmp[l * l + mp]
+                pairs[0, n] = j
+                pairs[1, n] = jp
+                n += 1
+                if n == pairs.shape[1]:
+                    current = _add_chunk(n, current, lmax, ptr_a[i, 0], yax, col_m, r_a,
+                                         inv_r_a, s_a, w_a, r_b, inv_r_b, s_b, w_b, y_b, tmp,
+                                         k1, l_of_q, pairs, rad, work, bits, scales)
+                    n = 0
+    if n > 0:
+        current = _add_chunk(n, current, lmax, ptr_a[i, 0], yax, col_m, r_a, inv_r_a, s_a,
+                             w_a, r_b, inv_r_b, s_b, w_b, y_b, tmp, k1, l_of_q, pairs, rad,
+                             work, bits, scales)
+    if current >= 0:
+        _add_neighbour(k1, yax, current - ptr_a[i, 0], tmp, col_m)
     for q in range(n_sq):
         w[q, p] = k1[q]
 
@@ -142,41 +190,45 @@ def _iterate(w, src, dst, targets, present, lmax, n_sq, offsets, scratch, tab_tr
 
 
 @numba.njit(cache=True)
-def _invariant(w, level_a, level_b, out, present, lmax, n_sq, offsets):
-    level = 2 * n_sq
-    for p in range(w.shape[1]):
-        w[out, p] = 0.0
-    for l in range(lmax + 1):
-        d = 2 * l + 1
-        for t in range(2):
-            if not (present[level_a, l, t] and present[level_b, l, t]):
-                continue
-            a0 = level_a * level + t * n_sq + offsets[l]
-            b0 = level_b * level + t * n_sq + offsets[l]
+def _product(w, acc, first, stop, row_slot, term_ptr, term_coef, term_a, term_b):
+    """Program rows first:stop: each slot is a sum of c * x_a * x_b, accumulated in acc.
+
+    One accumulator per row and no intermediate stores: this is what makes a program faster
+    than the factored step although it does more flops.
+    """
+    for r in range(first, stop):
+        for p in range(w.shape[1]):
+            acc[p] = 0.0
+        for z in range(term_ptr[r], term_ptr[r + 1]):
+            c = term_coef[z]
+            a = term_a[z]
+            b = term_b[z]
             for p in range(w.shape[1]):
-                acc = 0.0
-                for q in range(d * d):
-                    acc += w[a0 + q, p] * w[b0 + q, p]
-                w[out, p] += acc / d
+                acc[p] += c * w[a, p] * w[b, p]
+        dst = row_slot[r]
+        for p in range(w.shape[1]):
+            w[dst, p] = acc[p]
 
 
 @numba.njit(cache=True)
-def _run_schedule(w, steps, targets, present, lmax, n_sq, offsets, scratch, tab_triples, cg_ptr,
-                  cg_index, cg_value, col_ptr, col_index):
+def _run_schedule(w, acc, steps, targets, present, lmax, n_sq, offsets, scratch, tab_triples,
+                  cg_ptr, cg_index, cg_value, col_ptr, col_index, program):
+    row_slot, term_ptr, term_coef, term_a, term_b = program
     for s in range(steps.shape[0]):
-        if steps[s, 0] == INVARIANT:
-            _invariant(w, steps[s, 1], steps[s, 2], steps[s, 3], present, lmax, n_sq, offsets)
+        if steps[s, 0] == PRODUCT:
+            _product(w, acc, steps[s, 1], steps[s, 2], row_slot, term_ptr, term_coef, term_a,
+                     term_b)
         else:
             _iterate(w, steps[s, 1], steps[s, 3], targets[s], present, lmax, n_sq, offsets,
                      scratch, tab_triples, cg_ptr, cg_index, cg_value, col_ptr, col_index)
 
 
 @numba.njit(cache=True)
-def _flush(w, filled, owner, outputs, result, steps, targets, present, lmax, n_sq, offsets,
-           scratch, tab_triples, cg_ptr, cg_index, cg_value, col_ptr, col_index):
+def _flush(w, acc, filled, owner, outputs, result, steps, targets, present, lmax, n_sq, offsets,
+           scratch, tab_triples, cg_ptr, cg_index, cg_value, col_ptr, col_index, program):
     """Run the schedule on the batch and add its first ``filled`` columns to their pairs."""
-    _run_schedule(w, steps, targets, present, lmax, n_sq, offsets, scratch, tab_triples, cg_ptr,
-                  cg_index, cg_value, col_ptr, col_index)
+    _run_schedule(w, acc, steps, targets, present, lmax, n_sq, offsets, scratch, tab_triples,
+                  cg_ptr, cg_index, cg_value, col_ptr, col_index, program)
     for p in range(filled):
         for o in range(outputs.shape[0]):
             result[owner[p], o] += w[outputs[o], p]
@@ -187,8 +239,8 @@ def _pair_kernels(
     pair_a, pair_b, row_ptr,
     frame_a, species_a, ptr_a, r_a, s_a, w_a, y_a,
     frame_b, species_b, ptr_b, r_b, s_b, w_b, y_b,
-    lmax, norm_l, n_slots, one, scratch, steps, targets, present, outputs,
-    tab_triples, cg_ptr, cg_index, cg_value, col_ptr, col_index, result,
+    inv_r_a, inv_r_b, most_a, lmax, norm_l, n_slots, one, scratch, steps, targets, present, outputs,
+    tab_triples, cg_ptr, cg_index, cg_value, col_ptr, col_index, program, result,
 ):
     offsets = np.empty(lmax + 1, dtype=np.int64)
     n_sq = 0
@@ -196,15 +248,33 @@ def _pair_kernels(
         offsets[l] = n_sq
         n_sq += (2 * l + 1) ** 2
     n_out = outputs.shape[0]
+    # per entry q = (l, m, m') of a level block: l and the flat harmonic indices of m and m'
+    l_of_sq = np.empty(n_sq, dtype=np.int64)
+    row_m = np.empty(n_sq, dtype=np.int64)
+    col_m = np.empty(n_sq, dtype=np.int64)
+    for l in range(lmax + 1):
+        d = 2 * l + 1
+        for m in range(d):
+            for mp in range(d):
+                q = offsets[l] + m * d + mp
+                l_of_sq[q] = l
+                row_m[q] = l * l + m
+                col_m[q] = l * l + mp
     for row in numba.prange(row_ptr.shape[0] - 1):
         w = np.zeros((n_slots, BATCH))
         w[one, :] = 1.0
+        acc = np.empty(BATCH)
         tmp = np.empty((lmax + 1) ** 2)
         k1 = np.empty(n_sq)
         l_of_q = np.empty((lmax + 1) ** 2, dtype=np.int64)  # l of flat harmonic index
         for l in range(lmax + 1):
             l_of_q[l * l:(l + 1) * (l + 1)] = l
-        radial = np.empty(lmax + 1)
+        pairs = np.empty((2, PAIR_CHUNK), dtype=np.int64)
+        rad = np.empty((lmax + 1, PAIR_CHUNK))
+        work = np.empty((6, max(PAIR_CHUNK, lmax + 1)))
+        bits = np.empty((2, PAIR_CHUNK), dtype=np.int64)
+        scales = bits.view(np.float64)
+        yax = np.empty((most_a, n_sq))
         owner = np.empty(BATCH, dtype=np.int64)  # structure pair of each batch column
         filled = 0
         for q in range(row_ptr[row], row_ptr[row + 1]):
@@ -213,22 +283,26 @@ def _pair_kernels(
             for o in range(n_out):
                 result[q, o] = 0.0
             for i in range(frame_a[a], frame_a[a + 1]):
+                _expand_neighbours(y_a, norm_l, ptr_a[i, 0], ptr_a[i, ptr_a.shape[1] - 1],
+                                   row_m, l_of_sq, yax)
                 for k in range(frame_b[b], frame_b[b + 1]):
                     if species_a[i] != species_b[k]:
                         continue
-                    _fill_nu1(w, filled, lmax, n_sq, offsets, norm_l, radial,
-                              i, ptr_a, r_a, s_a, w_a, y_a, k, ptr_b, r_b, s_b, w_b, y_b, tmp, k1,
-                              l_of_q)
+                    _fill_nu1(w, filled, lmax, n_sq, yax, col_m,
+                              i, ptr_a, r_a, inv_r_a, s_a, w_a,
+                              k, ptr_b, r_b, inv_r_b, s_b, w_b, y_b,
+                              tmp, k1, l_of_q, pairs, rad, work, bits, scales)
                     owner[filled] = q
                     filled += 1
                     if filled == BATCH:
-                        _flush(w, filled, owner, outputs, result, steps, targets, present, lmax,
-                               n_sq, offsets, scratch, tab_triples, cg_ptr, cg_index, cg_value,
-                               col_ptr, col_index)
+                        _flush(w, acc, filled, owner, outputs, result, steps, targets, present,
+                               lmax, n_sq, offsets, scratch, tab_triples, cg_ptr, cg_index,
+                               cg_value, col_ptr, col_index, program)
                         filled = 0
         if filled > 0:
-            _flush(w, filled, owner, outputs, result, steps, targets, present, lmax, n_sq,
-                   offsets, scratch, tab_triples, cg_ptr, cg_index, cg_value, col_ptr, col_index)
+            _flush(w, acc, filled, owner, outputs, result, steps, targets, present, lmax, n_sq,
+                   offsets, scratch, tab_triples, cg_ptr, cg_index, cg_value, col_ptr, col_index,
+                   program)
 
 
 class PackedArrays:
@@ -278,9 +352,14 @@ def pair_kernels(
     _pair_kernels(
         pair_a, pair_b, row_ptr,
         *packed_a.arrays(), *packed_b.arrays(),
+        1.0 / packed_a.r, 1.0 / packed_b.r,
+        max(int((packed_a.nb_ptr[:, -1] - packed_a.nb_ptr[:, 0]).max(initial=0)), 1),
         lmax, norm_l, schedule.n_slots, schedule.one, schedule.scratch,
         schedule.steps, schedule.targets, schedule.present, schedule.outputs,
         table.triples, table.cg_ptr, table.cg_index, table.cg_value, table.col_ptr,
-        table.col_index, result,
+        table.col_index,
+        (schedule.row_slot, schedule.term_ptr, schedule.term_coef, schedule.term_a,
+         schedule.term_b),
+        result,
     )
     return result
