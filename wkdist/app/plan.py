@@ -39,9 +39,10 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-# Cost of a structure pair of the lambda kernels relative to lambda = 0 (QM9, nu_max 4,
-# lambda_max 3, measured with the engine on 100 molecules: 1,753 / 959 / 761 pairs/s).
-LAMBDA_COST = {0: 1.0, 1: 1.83, 2: 2.30}
+# Cost of a structure pair of the lambda kernels relative to lambda = 0 (QM9, the default
+# settings, benchmarks/kernel_throughput.py at a load of 6-9: 3,893 / 1,736 / 1,422 atom pairs
+# per second per DGEMM GFLOP/s); the plan measures the lambda = 0 rate itself.
+LAMBDA_COST = {0: 1.0, 1: 2.24, 2: 2.74}
 
 
 def tile_plan(n_train: int, n_test: int, tile_size: int, nu_max: int,
