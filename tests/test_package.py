@@ -116,7 +116,13 @@ def test_library_code_logs_and_only_the_cli_prints(tmp_path, capsys, caplog):
 
     from wkdist.app.progress import say
 
-    with caplog.at_level(logging.INFO, logger="wkdist"):
-        say("a line of progress")
+    logger = logging.getLogger("wkdist")
+    saved = logger.handlers[:]  # an earlier in-process `wkdist` call installs the CLI's
+    logger.handlers[:] = []
+    try:
+        with caplog.at_level(logging.INFO, logger="wkdist"):
+            say("a line of progress")
+    finally:
+        logger.handlers[:] = saved
     assert capsys.readouterr() == ("", "")
     assert [r.getMessage() for r in caplog.records] == ["a line of progress"]
