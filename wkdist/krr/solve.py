@@ -561,9 +561,12 @@ def _run(dsk: dict, keys: list, client: Any, priority: dict | None = None,
     try:
         for future in as_completed(futures):
             on_result(future.key, future.result())  # re-raises a task's error here
-        return [future.result() for future in futures]
-    finally:
+    except BaseException:
+        # only on failure: cancelling a finished graph's keys trips an assertion in the
+        # scheduler (distributed 2026.8, stimulus_cancel: ts.who_wants)
         client.cancel(futures)
+        raise
+    return [future.result() for future in futures]
 
 
 def cholesky_factor(group: Any, *, coefficients: Sequence[float], regularization: float = 1.0,
