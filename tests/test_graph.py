@@ -105,3 +105,20 @@ def test_worker_killed_mid_run_still_finishes(tmp_path, client):
     np.testing.assert_array_equal(k_test, r_test)
     # the nanny restarts the killed worker: a fresh process importing numba, slow under load
     client.wait_for_workers(2, timeout=600)
+
+
+def test_a_tile_repaired_in_the_same_session_is_computed_again(tmp_path, client):
+    """After a tile is damaged and unmarked, a second compute_kernels on the same client
+    computes it again (new task keys), not an answer the scheduler still holds."""
+    from wkdist.tiled.checkpoint import Markers
+
+    config = load_config(write_case(tmp_path, n_train=10, n_test=4, tile_size=4))
+    compute_kernels(config, client=client, progress=False)
+    chunk = config.store.path / "K_train" / "c" / "0" / "0" / "1"
+    chunk.write_bytes(b"damaged")
+    Markers(config.store.path, "markers/K_train").unmark(0, 1)
+    again = compute_kernels(config, client=client, progress=False)
+    assert again.computed_tiles == 1
+    k_train, k_test = read_kernels(config.store.path)
+    r_train, r_test = reference(config.store.path, tmp_path / "mols.xyz", config.kernel)
+    np.testing.assert_array_equal(k_train, r_train)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from dask.base import tokenize
+
 from ..engine.structures import check_frames, species_of
 from ..errors import StoreError
 from ..tiled.checkpoint import MarkerBatch
@@ -139,7 +141,10 @@ def compute_kernels(
             tile_size=store.tile_size,
             threads=numba_threads if numba_threads is not None
             else config.compute.threads_per_worker,
-            write=store.writer(), token=store.params_hash[:32],
+            # the keys name what is still missing too: tiles computed again after a repair
+            # must not be answered from results the scheduler still holds
+            write=store.writer(), token=tokenize(store.params_hash,
+                                                 [(t.array, t.row, t.col) for t in todo]),
         )
         bar = Progress(total, done=summary.skipped_tiles, stream=stream,
                        interval=progress_interval, enabled=progress)

@@ -333,6 +333,12 @@ def _locate(group: Any) -> tuple[str, str]:
     return str(Path(store.root).resolve()), group.path
 
 
+def _token(*parts: Any) -> str:
+    from dask.base import tokenize
+
+    return tokenize(*parts)[:20]
+
+
 def _join(*parts: str) -> str:
     return "/".join(p for p in parts if p)
 
@@ -482,8 +488,9 @@ def _done_tiles(spec: _Spec, verify: bool = False) -> set[tuple[int, int]]:
     return found
 
 
-# Dask key layout of the factorization (``t`` = first 20 hex digits of the factor hash, a
-# deterministic sha256 of coefficients, regularization, tile size, n and the store fingerprint):
+# Dask key layout of the factorization (``t`` = tokenize of the factor hash, a deterministic
+# sha256 of coefficients, regularization, tile size, n and the store fingerprint, and of the
+# tiles already done, so a graph resubmitted after a repair gets new keys):
 #     ("wkdist-chol-pre-<t>", I, J)   J >= 2, I >= J: look-ahead partial update into W[I,J]
 #     ("wkdist-chol-fin-<t>", I, J)   I >= J: final factor tile L[I,J] + marker; returns its crc
 # Dependencies: pre(I,J) <- fin(I,J-2), fin(J,J-2);  fin(I,J) <- pre(I,J), fin(I,J-1),
@@ -595,7 +602,9 @@ def cholesky_factor(group: Any, *, coefficients: Sequence[float], regularization
 
     for attempt in range(_REPAIRS + 1):
         done = _done_tiles(spec, verify=verify)
-        dsk, keys, priority = _factor_graph(spec, done, digest[:20])
+        # keys name the store's state too: a graph submitted again after a repair must not
+        # be answered from results the scheduler still holds for the same keys
+        dsk, keys, priority = _factor_graph(spec, done, _token(digest[:20], sorted(done)))
         try:
             _run(dsk, keys, client, priority, on_result=mark)
         except DamagedTileError as error:
@@ -715,7 +724,7 @@ def solve_weights(factor: CholeskyFactor, y: Any, *, client: Any = None) -> np.n
     if not np.all(np.isfinite(y)):
         raise ValueError("y: expected finite values")
     spec = factor.spec
-    token = tokenize(spec.root, spec.base, y)
+    token = tokenize(spec.root, spec.base, y, _markers(spec).table())
     dsk, keys = _solve_graph(spec, y, token)
     blocks = _run(dsk, keys, client)
     return np.concatenate(blocks, axis=0)
