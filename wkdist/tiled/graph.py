@@ -126,8 +126,9 @@ def store_tile(tile: Tile, *, root: str, settings: KernelSettings, species: np.n
 # Key layout: "wkdist-tile-" + tokenize(token, array, I, J), one independent task per tile
 # (``token`` = hash of the store's parameters and of the tiles still missing, so keys are
 # deterministic, two stores never share one, and tiles computed again after a repair get new
-# keys instead of results the scheduler may still hold). A task's arguments are the tile, the store path and a few numbers (about
-# a kilobyte pickled): its structures are read from the store inside the task.
+# keys instead of results the scheduler may still hold). A task's arguments are the tile, the
+# store path and a few numbers (about a kilobyte pickled): its structures are read from the
+# store inside the task.
 def tile_tasks(tiles: Iterable[Tile], *, root: str | Path, settings: KernelSettings,
                species: np.ndarray, tile_size: int, threads: int | None,
                write: Callable[[Tile, np.ndarray], int], token: str) -> list[TileTask]:
