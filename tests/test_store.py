@@ -275,3 +275,20 @@ def test_the_plan_counts_the_files_directories_and_bytes_of_a_real_store(case):
     assert (plan["files"], plan["directories"]) == (files, directories)
     assert plan["chunks"] == len(store.tiles())
     assert abs(plan["bytes"] - size) <= 0.05 * size
+
+
+def test_damaged_structures_are_one_store_error(case):
+    """A tile task reads its structures from the store: a damaged chunk there is a StoreError
+    naming the arrays, not a codec traceback."""
+    from wkdist.tiled.frames import read_frames
+
+    tmp_path, data = case
+    store = create_store(tmp_path / "s.zarr", settings=SETTINGS, dataset=data, tile_size=4)
+    assert len(read_frames(store.path, "structures/train_", 0, 4)) == 4
+    chunk = store.path / "structures" / "train_positions" / "c" / "0" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[10] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match=r"structures/train_\*: structures 0:4 cannot be read, "
+                                         r"damaged"):
+        read_frames(store.path, "structures/train_", 0, 4)

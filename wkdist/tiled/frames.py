@@ -24,6 +24,7 @@ import zarr
 from ase import Atoms
 from zarr.codecs import Crc32cCodec
 
+from ..errors import StoreError
 from .checkpoint import open_array
 
 __all__ = ["FIELDS", "flatten", "write_frames", "read_frames", "frame_count"]
@@ -69,16 +70,22 @@ def frame_count(root: str | Path, prefix: str) -> int:
 def read_frames(root: str | Path, prefix: str, start: int = 0, stop: int | None = None
                 ) -> list[Atoms]:
     """Structures ``start:stop`` of the arrays ``<prefix>*`` of the zarr hierarchy at ``root``."""
-    ptr_array = open_array(root, prefix + "atom_ptr")
-    stop = ptr_array.shape[0] - 1 if stop is None else stop
-    ptr = np.asarray(ptr_array[start:stop + 1])
-    if len(ptr) < 2:
-        return []
-    a0, a1 = int(ptr[0]), int(ptr[-1])
-    numbers = np.asarray(open_array(root, prefix + "numbers")[a0:a1])
-    positions = np.asarray(open_array(root, prefix + "positions")[a0:a1])
-    cells = np.asarray(open_array(root, prefix + "cells")[start:stop])
-    pbc = np.asarray(open_array(root, prefix + "pbc")[start:stop])
+    try:
+        ptr_array = open_array(root, prefix + "atom_ptr")
+        stop = ptr_array.shape[0] - 1 if stop is None else stop
+        ptr = np.asarray(ptr_array[start:stop + 1])
+        if len(ptr) < 2:
+            return []
+        a0, a1 = int(ptr[0]), int(ptr[-1])
+        numbers = np.asarray(open_array(root, prefix + "numbers")[a0:a1])
+        positions = np.asarray(open_array(root, prefix + "positions")[a0:a1])
+        cells = np.asarray(open_array(root, prefix + "cells")[start:stop])
+        pbc = np.asarray(open_array(root, prefix + "pbc")[start:stop])
+    except Exception as error:  # a checksum mismatch, a missing or truncated chunk
+        raise StoreError(f"{Path(root) / prefix}*: structures {start}:{stop} cannot be read, "
+                         f"damaged ({type(error).__name__}: {str(error).splitlines()[0][:100]}); "
+                         "a kernel store's structures/ is written anew by the next run once "
+                         "deleted") from None
     ptr = ptr - a0
     return [Atoms(numbers=numbers[ptr[k]:ptr[k + 1]], positions=positions[ptr[k]:ptr[k + 1]],
                   cell=cells[k], pbc=pbc[k]) for k in range(len(ptr) - 1)]
