@@ -59,6 +59,7 @@ from wkdist import (
     equivariant_structure_kernels,
     structure_kernels,
 )
+from wkdist.app.rates import cpu_model
 from wkdist.data import load_qm9
 from wkdist.kernels import equivariant_schedule, invariant_schedule
 
@@ -125,16 +126,6 @@ def dgemm_samples(size: int, repeats: int = 5) -> list[float]:
     a @ b
     _, times = median_time(lambda: a @ b, repeats)
     return [2.0 * size**3 / t / 1e9 for t in times]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def blas_info() -> str:
