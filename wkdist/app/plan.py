@@ -79,7 +79,7 @@ def tile_plan(n_train: int, n_test: int, tile_size: int, nu_max: int,
     return {
         "tile_size": tile, "grid_train": (nt, nt), "grid_test": (ns, nt),
         "train_tiles": k * nt * (nt + 1) // 2,
-        "test_tiles": k * ns * nt, "tasks": len(tiles), "pack_tasks": nt + ns,
+        "test_tiles": k * ns * nt, "tasks": len(tiles),
         "pairs": pairs, "pair_cost": cost, "chunks": len(tiles), "lambdas": tuple(lambdas),
         "bytes": kernel_bytes + other + markers * 24 * nt,
         # chunk files, marker files; directories: c/0 and one per tile row of each array
