@@ -265,7 +265,7 @@ class WignerKernelRidge:
         with strict_reads():
             for lam, rhs in parts_y.items():
                 rhs = rhs - b_train if lam == 0 else rhs.reshape(-1)
-                chosen = search_mixing(group, rhs, fit, settings.nu_max, lam)
+                chosen = search_mixing(group, rhs, fit, settings.nu_max, lam, client=client)
                 if chosen["search"] is not None:
                     searches.append({"lambda": lam, **chosen["search"]})
                 alpha, _ = fit_weights(group, rhs, coefficients=chosen["coefficients"],

@@ -65,10 +65,11 @@ def _checked(group: zarr.Group, name: str) -> Any:
 
 
 def search_mixing(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
-            lam: int = 0) -> dict[str, Any]:
+                  lam: int = 0, *, client: Any = None) -> dict[str, Any]:
     """(c0, a, b) of part ``lam`` by CV on the first max_search training structures (a random
-    subset: rows follow the seeded split order); or the configured coefficients."""
-    from ..krr.hyper import fit_mixing
+    subset: rows follow the seeded split order), on the workers of ``client`` (in this process
+    without one); or the configured coefficients."""
+    from ..krr.hyper import fit_mixing, fit_mixing_store
     from ..tiled.tiles import kernel_array
 
     if fit.coefficients is not None:
@@ -78,18 +79,22 @@ def search_mixing(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
         return {"coefficients": list(fit.coefficients), "search": None}
     d = 2 * lam + 1
     m = min(len(y) // d, fit.max_search)
-    kernels = _checked(group, kernel_array("train", lam))[:, :m * d, :m * d]
-    # resumable: the shapes evaluated go to STORE/search/<what this search depends on>.json
+    # resumable: the shapes evaluated go to STORE/search/<what this search depends on>
     meta = group.attrs.get("wkdist", {})
     digest = hashlib.sha256(json.dumps(
         [meta.get("params_hash"), lam, m, fit.folds, fit.seed, fit.mode, fit.mixing,
          fit.regularization.hex()], sort_keys=True).encode() + y[:m * d].tobytes()).hexdigest()
     checkpoint = SearchCheckpoint(group, digest[:24])
-    # the workers are idle while the driver searches: its BLAS may use the driver's cores
-    threads = max(1, min(len(os.sched_getaffinity(0)), 1 + m * d // 1000))
-    result = fit_mixing(kernels, y[:m * d], folds=min(fit.folds, m), seed=fit.seed,
-                        regularization=fit.regularization, mode=fit.mode, block=d,
-                        mixing=fit.mixing, checkpoint=checkpoint, blas_threads=threads)
+    options = {"folds": min(fit.folds, m), "seed": fit.seed,
+               "regularization": fit.regularization, "mode": fit.mode, "block": d,
+               "mixing": fit.mixing, "checkpoint": checkpoint}
+    if client is not None:
+        result = fit_mixing_store(group.store.root, kernel_array("train", lam), y,
+                                  client=client, max_size=m, **options)
+    else:
+        kernels = _checked(group, kernel_array("train", lam))[:, :m * d, :m * d]
+        threads = max(1, min(len(os.sched_getaffinity(0)), 1 + m * d // 1000))
+        result = fit_mixing(kernels, y[:m * d], blas_threads=threads, **options)
     search = {"c0": result.c0, "a": result.a, "b": result.b, "cv_mae": result.cv_mae,
               "cv_rmse": result.cv_rmse, "mode": result.mode, "mixing": result.mixing,
               "folds": result.folds,
@@ -260,7 +265,7 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
     with strict_reads(), _repair_hint(config):
         for lam in lambdas_of(kind):
             mark = time.perf_counter()
-            chosen = search_mixing(group, y_parts[lam], fit, nu_max, lam)
+            chosen = search_mixing(group, y_parts[lam], fit, nu_max, lam, client=client)
             timings["search_s"] += time.perf_counter() - mark
             coefficients = chosen["coefficients"]
             label = "" if kind == "scalar" else f" (lambda = {lam})"

@@ -27,12 +27,16 @@ the profile over a is exact and free, so far fewer points are needed for an equa
 error (tests/test_hyper.py checks this against scipy's dual_annealing).
 
 ``mode="holdout"`` uses a single held-out validation split (for large n); ``max_size`` caps the
-number of structures the search looks at (a seeded random subset), keeping the dense algebra
-within the driver's memory. BLAS runs on ``blas_threads`` threads (default 1: workers may be busy).
+number of structures the search looks at. ``fit_mixing`` works on in-memory kernels in this
+process (BLAS on ``blas_threads`` threads); ``fit_mixing_store`` runs the same search on the
+leading block of a kernel store with the fold algebra on the Dask workers, the grid's shapes
+and every shape's folds in parallel, each worker within its memory limit
+(``wkdist.krr.folds``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -40,17 +44,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 import scipy.optimize
 from threadpoolctl import threadpool_limits
 
 from ..errors import DataError, NotPositiveDefiniteError
+from .folds import MEMORY_SHARE, LocalFolds, StoreFolds, rows_that_fit, task_bytes
+
+log = logging.getLogger("wkdist")
 
 __all__ = [
     "check_regularization",
     "MixingResult",
     "mixing_coefficients",
     "fit_mixing",
+    "fit_mixing_store",
     "cv_error",
     "kfold_splits",
     "holdout_split",
@@ -126,36 +133,13 @@ def holdout_split(n: int, fraction: float, seed: int) -> list[tuple[np.ndarray, 
     return [(np.sort(perm[n_val:]), np.sort(perm[:n_val]))]
 
 
-def _errors(residuals: list[np.ndarray], block: int = 1) -> tuple[float, float]:
-    """(MAE, RMSE) of the residuals. With ``block`` > 1 (rows of one structure's equivariant
-    part) the "MAE" is the mean Euclidean norm of a structure's error: the components' MAE
-    would depend on the frame the data happen to be given in, and so would the chosen fit."""
-    r = np.concatenate([np.ravel(x) for x in residuals])
-    rmse = float(np.sqrt(np.mean(r * r)))
-    if block == 1:
-        return float(np.mean(np.abs(r))), rmse
-    return float(np.mean(np.linalg.norm(r.reshape(-1, block), axis=1))), rmse
-
-
 def cv_error(K_nu: np.ndarray, y: np.ndarray, coefficients: Sequence[float], *,
              splits: list[tuple[np.ndarray, np.ndarray]], regularization: float = 1.0,
              loss: str = "mae", blas_threads: int = 1, block: int = 1) -> float:
     """Validation error of the given coefficients by a Cholesky solve per fold (reference)."""
-    y = np.asarray(y, dtype=np.float64)
-    residuals = []
-    with threadpool_limits(blas_threads):
-        K = np.tensordot(np.asarray(coefficients, dtype=np.float64), K_nu, axes=1)
-        for train, val in splits:
-            ktt = K[np.ix_(train, train)]
-            ktt[np.diag_indices_from(ktt)] += regularization
-            try:
-                factor = scipy.linalg.cho_factor(ktt, lower=True, overwrite_a=True,
-                                                 check_finite=False)
-            except np.linalg.LinAlgError:
-                return math.inf
-            alpha = scipy.linalg.cho_solve(factor, y[train], check_finite=False)
-            residuals.append(K[np.ix_(val, train)] @ alpha - y[val])
-    mae, rmse = _errors(residuals, block)
+    folds = LocalFolds(np.asarray(K_nu, dtype=np.float64), np.asarray(y, dtype=np.float64),
+                       splits, block=block, threads=blas_threads)
+    mae, rmse = folds.cv_errors(np.asarray(coefficients, dtype=np.float64), regularization)
     return mae if loss == "mae" else rmse
 
 
@@ -170,25 +154,15 @@ def _rows(structures: np.ndarray, block: int) -> np.ndarray:
 
 
 class _Problem:
-    """The kernels, folds and targets, and the profile over the scale a of one shape.
+    """The shapes evaluated so far and their profiles over the scale a, computed by ``folds``
+    (``wkdist.krr.folds``: in this process or on the workers), cached by shape."""
 
-    Memory: the K^nu once, plus per shape the mixed matrix and one fold's blocks at a time
-    (about (nu_max + 3) n^2 doubles), never every fold's K^nu blocks at once.
-    """
-
-    MU_STEP = 0.25     # decades between grid values of mu = reg / a
-    MU_BELOW = 10.0    # decades below the largest eigenvalue
-    MU_ABOVE = 3.0     # decades above it
-
-    def __init__(self, K_nu: np.ndarray, y: np.ndarray, splits, regularization: float,
-                 loss: str, block: int = 1) -> None:
-        self.nu_max = K_nu.shape[0] - 1
-        self.block = block
+    def __init__(self, folds: Any, nu_max: int, regularization: float, loss: str) -> None:
+        self.folds = folds
+        self.nu_max = nu_max
         self.regularization = regularization
         self.loss = loss
-        self.K_nu = K_nu
-        self.folds = [(t, v, y[t], y[v]) for t, v in splits]
-        self.has_k0 = bool(np.any(K_nu[0])) and self.nu_max >= 1
+        self.has_k0 = nu_max >= 1 and folds.has_k0()
         self.cache: dict[tuple[float, ...], tuple[float, float, float]] = {}
         self.history: list[tuple[float, float, float, float]] = []
         self.on_new: Any = None  # called after each shape evaluated (the checkpoint)
@@ -202,65 +176,45 @@ class _Problem:
 
     def evaluate(self, log_r: float, log_b: float) -> tuple[float, float, float]:
         """(best error over a, that a, rmse/mae companion) for the shape (r, b)."""
-        b = math.exp(log_b) if self.nu_max else 0.0
-        return self.profile(self.shape(log_r, log_b), b)
+        return self.evaluate_many([(log_r, log_b)])[0]
+
+    def evaluate_many(self, points: Sequence[tuple[float, float]]
+                      ) -> list[tuple[float, float, float]]:
+        """``evaluate`` of several shapes at once (in parallel on the workers)."""
+        shapes = [self.shape(log_r, log_b) for log_r, log_b in points]
+        labels = [math.exp(log_b) if self.nu_max else 0.0 for _, log_b in points]
+        return self.profile_many(shapes, labels)
+
+    @staticmethod
+    def _key(coefficients: np.ndarray) -> tuple[float, ...]:
+        return tuple(float(f"{c:.12g}") for c in coefficients)
 
     def profile(self, coefficients: np.ndarray, b: float = math.nan
                 ) -> tuple[float, float, float]:
         """(best error over a, that a, rmse/mae companion) for the shape ``coefficients``
         (the model's coefficients are a times these); ``b`` only labels the history."""
-        key = tuple(float(f"{c:.12g}") for c in coefficients)
-        if key in self.cache:
-            return self.cache[key]
-        parts = []
-        mixed = np.tensordot(coefficients, self.K_nu, axes=1)
-        for train, val, yt, yv in self.folds:
-            w, v = scipy.linalg.eigh(mixed[np.ix_(train, train)], overwrite_a=True,
-                                     check_finite=False, driver="evd")
-            p = mixed[np.ix_(val, train)] @ v
-            q = v.T @ yt
-            parts.append((w, p, q, yv))
-        del mixed
-        w_max = max(float(np.max(np.abs(w))) for w, *_ in parts)
-        w_min = min(float(np.min(w)) for w, *_ in parts)
-        if not (1e-150 < w_max < 1e150):  # a degenerate shape (the search strayed far out)
-            self.cache[key] = (math.inf, math.nan, math.inf)
-            return self.cache[key]
+        return self.profile_many([coefficients], [b])[0]
 
-        def error(log_mu: float) -> tuple[float, float]:
-            mu = 10.0 ** log_mu
-            if w_min + mu <= 0:
-                return math.inf, math.inf
-            residuals = []
-            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-                for w, p, q, yv in parts:
-                    scale = 1.0 / (w + mu)
-                    coef = q * scale if q.ndim == 1 else q * scale[:, None]
-                    residuals.append(p @ coef - yv)
-                mae, rmse = _errors(residuals, self.block)
-            if not (math.isfinite(mae) and math.isfinite(rmse)):
-                return math.inf, math.inf
-            return (mae, rmse) if self.loss == "mae" else (rmse, mae)
-
-        top = math.log10(w_max)
-        grid = np.arange(top - self.MU_BELOW, top + self.MU_ABOVE + 1e-9, self.MU_STEP)
-        values = [error(g)[0] for g in grid]
-        best = int(np.argmin(values))
-        lo, hi = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]
-        log_mu, value = grid[best], values[best]
-        if hi > lo and math.isfinite(value):
-            found = scipy.optimize.minimize_scalar(lambda g: error(g)[0], bounds=(lo, hi),
-                                                   method="bounded",
-                                                   options={"xatol": 1e-4})
-            if found.fun < value:
-                log_mu, value = float(found.x), float(found.fun)
-        a = self.regularization / 10.0 ** log_mu
-        result = (value, a, error(log_mu)[1])
-        self.cache[key] = result
-        self.history.append((float(coefficients[0] * a), a if self.nu_max else 0.0, b, value))
-        if self.on_new is not None:
-            self.on_new()
-        return result
+    def profile_many(self, shapes: Sequence[np.ndarray], labels: Sequence[float]
+                     ) -> list[tuple[float, float, float]]:
+        new: dict[tuple[float, ...], tuple[np.ndarray, float]] = {}
+        for coefficients, b in zip(shapes, labels):
+            key = self._key(coefficients)
+            if key not in self.cache and key not in new:
+                new[key] = (np.asarray(coefficients, dtype=np.float64), b)
+        if new:
+            results = self.folds.profiles([c for c, _ in new.values()], self.regularization,
+                                          self.loss)
+            for (key, (coefficients, b)), result in zip(new.items(), results):
+                result = tuple(float(x) for x in result)
+                self.cache[key] = result
+                if math.isfinite(result[0]):
+                    a = result[1]
+                    self.history.append((float(coefficients[0] * a),
+                                         a if self.nu_max else 0.0, b, result[0]))
+                if self.on_new is not None:
+                    self.on_new()
+        return [self.cache[self._key(c)] for c in shapes]
 
     def free_polish(self, start: np.ndarray, max_evaluations: int
                     ) -> tuple[float, np.ndarray]:
@@ -324,6 +278,23 @@ class _Checkpoint:
         self.written = time.monotonic()
 
 
+def _check_options(mode: str, mixing: str, loss: str, regularization: float) -> float:
+    if mode not in ("kfold", "holdout"):
+        raise ValueError(f"mode: expected 'kfold' or 'holdout', got {mode!r}")
+    if mixing not in ("exponential", "free"):
+        raise ValueError(f"mixing: expected 'exponential' or 'free', got {mixing!r}")
+    if loss not in ("mae", "rmse"):
+        raise ValueError(f"loss: expected 'mae' or 'rmse', got {loss!r}")
+    return check_regularization(regularization)
+
+
+def _splits(n: int, block: int, mode: str, folds: int, seed: int, holdout_fraction: float
+            ) -> list[tuple[np.ndarray, np.ndarray]]:
+    splits = (kfold_splits(n, folds, seed) if mode == "kfold"
+              else holdout_split(n, holdout_fraction, seed))
+    return [(_rows(t, block), _rows(v, block)) for t, v in splits]
+
+
 def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
                regularization: float = 1.0, mode: str = "kfold",
                holdout_fraction: float = 0.2, max_size: int | None = None, loss: str = "mae",
@@ -352,8 +323,8 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
     ``block``: matrix rows per structure (2 lambda + 1 for the equivariant kernels of a vector
     or tensor part, whose y is flattened the same way): folds, the subset and ``n_used`` count
     structures, so a structure's components are never split between training and validation;
-    the MAE is then the mean norm of a structure's error (rotation invariant, see ``_errors``).
-    K^0 of such kernels is zero, and c0 is then 0.
+    the MAE is then the mean norm of a structure's error (rotation invariant, see
+    ``wkdist.krr.folds.errors``). K^0 of such kernels is zero, and c0 is then 0.
 
     ``mixing="free"``: the orders' coefficients c_1 .. c_nu_max are not tied to a b^nu / nu!
     (a departure from the paper's exponential mixing): from the exponential optimum,
@@ -374,109 +345,148 @@ def fit_mixing(K_nu: np.ndarray, y: Any, *, folds: int = 10, seed: int = 0,
     n = rows // block
     if not (np.all(np.isfinite(K_nu)) and np.all(np.isfinite(y))):
         raise DataError("K_nu and y must be finite")
-    if mode not in ("kfold", "holdout"):
-        raise ValueError(f"mode: expected 'kfold' or 'holdout', got {mode!r}")
-    if mixing not in ("exponential", "free"):
-        raise ValueError(f"mixing: expected 'exponential' or 'free', got {mixing!r}")
-    if loss not in ("mae", "rmse"):
-        raise ValueError(f"loss: expected 'mae' or 'rmse', got {loss!r}")
-    regularization = check_regularization(regularization)
+    regularization = _check_options(mode, mixing, loss, regularization)
     if max_size is not None and n > max_size:
         subset = _rows(np.sort(np.random.default_rng(seed).choice(n, size=max_size,
                                                                   replace=False)), block)
         K_nu, y, n = K_nu[:, subset][:, :, subset], y[subset], max_size
-    splits = (kfold_splits(n, folds, seed) if mode == "kfold"
-              else holdout_split(n, holdout_fraction, seed))
-    splits = [(_rows(t, block), _rows(v, block)) for t, v in splits]
+    splits = _splits(n, block, mode, folds, seed, holdout_fraction)
+    backend = LocalFolds(K_nu, y, splits, block=block, threads=blas_threads)
+    return _search(backend, K_nu.shape[0] - 1, n, len(splits), start=start,
+                   regularization=regularization, mode=mode, loss=loss, log10_b=log10_b,
+                   log10_r=log10_r, polish=polish, max_polish=max_polish, mixing=mixing,
+                   max_free=max_free, checkpoint=checkpoint)
 
-    with threadpool_limits(blas_threads):
-        problem = _Problem(K_nu, y, splits, regularization, loss, block)
-        saver = None if checkpoint is None else _Checkpoint(checkpoint, problem)
-        nu_max = problem.nu_max
-        diag = np.array([float(np.mean(np.diag(k))) for k in K_nu])
 
-        def log_r_ref(log_b: float) -> float:
-            if not problem.has_k0 or diag[0] <= 0:
-                return 0.0
-            s = sum(math.exp(nu * log_b) / math.factorial(nu) * diag[nu]
-                    for nu in range(1, nu_max + 1))
-            return math.log(max(s, 1e-300) / diag[0])
+def fit_mixing_store(store: Any, name: str, y: Any, *, client: Any, max_size: int,
+                     folds: int = 10, seed: int = 0, regularization: float = 1.0,
+                     mode: str = "kfold", holdout_fraction: float = 0.2, loss: str = "mae",
+                     block: int = 1, mixing: str = "exponential",
+                     checkpoint: Any = None, **options: Any) -> MixingResult:
+    """``fit_mixing`` on the first ``max_size`` structures of kernel array ``name`` of a
+    store (rows in the store's order: a seeded random order for ``wkdist`` data sets), with
+    every eigendecomposition and Cholesky on the workers of ``client``
+    (``wkdist.krr.folds.StoreFolds``): the driver holds no kernel block. ``max_size`` is
+    lowered, with a warning, to what one fold task fits in on the smallest worker. ``y``: the
+    targets of all training rows (only the first ``n_used`` are used). ``options``: the grid
+    and polish options of ``fit_mixing``. Same result as ``fit_mixing`` on the same block to
+    the last bits of the eigensolver (which depend on the BLAS threads)."""
+    from ..tiled.store import read_kernels
 
-        b_grid = np.arange(log10_b[0], log10_b[1] + 1e-9, log10_b[2]) * math.log(10)
-        r_grid = np.arange(log10_r[0], log10_r[1] + 1e-9, log10_r[2]) * math.log(10)
-        if nu_max == 0:
-            b_grid, r_grid = np.array([0.0]), np.array([0.0])
-        elif not problem.has_k0:
-            r_grid = np.array([0.0])
-        best = (math.inf, 0.0, 0.0)
-        for log_b in b_grid:
-            ref = log_r_ref(log_b)
-            for rel in r_grid:
-                value = problem.evaluate(ref + rel, log_b)[0]
-                if value < best[0]:
-                    best = (value, ref + rel, float(log_b))
+    start = time.perf_counter()
+    y = np.asarray(y, dtype=np.float64)
+    regularization = _check_options(mode, mixing, loss, regularization)
+    karr = read_kernels(store, name)
+    depth, total_rows = karr.shape[0], karr.shape[1]
+    if block < 1 or total_rows % block:
+        raise DataError(f"block: expected a divisor of the {total_rows} kernel rows, "
+                        f"got {block!r}")
+    if y.shape[:1] != (total_rows,) or y.ndim not in (1, 2) or not np.all(np.isfinite(y)):
+        raise DataError(f"y: expected finite values of shape ({total_rows},) or "
+                        f"({total_rows}, k), got {y.shape}")
+    n = min(total_rows // block, max_size)
+    fits = rows_that_fit(client, n * block, block) // block
+    if fits < n:
+        log.warning("search: %d structures need about %.1f GB per fold task, more than %.0f %% "
+                    "of the smallest worker's memory limit allows; searching on the first %d",
+                    n, task_bytes(n * block) / 1e9, 100 * MEMORY_SHARE, fits)
+        n = fits
+    rows = n * block
+    splits = _splits(n, block, mode, min(folds, n), seed, holdout_fraction)
+    backend = StoreFolds(str(getattr(store, "path", store)), name, rows, y[:rows], splits,
+                         client=client, block=block)
+    return _search(backend, depth - 1, n, len(splits), start=start,
+                   regularization=regularization, mode=mode, loss=loss, mixing=mixing,
+                   checkpoint=checkpoint, **options)
 
-        if polish and nu_max >= 1 and math.isfinite(best[0]):
-            if problem.has_k0:
-                x0 = np.array([best[1], best[2]])
-                simplex = np.array([x0, x0 + [math.log(10), 0], x0 + [0, 0.5 * math.log(10)]])
-                ten = math.log(10)
-                b_lo, b_hi = b_grid[0] - 3 * ten, b_grid[-1] + 3 * ten
 
-                def objective(x: np.ndarray) -> float:
-                    log_r_, log_b_ = float(x[0]), float(x[1])
-                    rel_ = log_r_ - log_r_ref(log_b_)
-                    if not (b_lo <= log_b_ <= b_hi
-                            and r_grid[0] - 3 * ten <= rel_ <= r_grid[-1] + 3 * ten):
-                        return math.inf
-                    return problem.evaluate(log_r_, log_b_)[0]
+def _search(backend: Any, nu_max: int, n: int, n_folds: int, *, start: float,
+            regularization: float, mode: str, loss: str,
+            log10_b: tuple[float, float, float] = (-2.0, 2.0, 0.5),
+            log10_r: tuple[float, float, float] = (-3.0, 1.0, 1.0),
+            polish: bool = True, max_polish: int = 60, mixing: str = "exponential",
+            max_free: int = 200, checkpoint: Any = None) -> MixingResult:
+    problem = _Problem(backend, nu_max, regularization, loss)
+    saver = None if checkpoint is None else _Checkpoint(checkpoint, problem)
+    diag = backend.mean_diagonal()
 
-                found = scipy.optimize.minimize(
-                    objective, x0,
-                    method="Nelder-Mead",
-                    options={"initial_simplex": simplex, "maxfev": max_polish,
-                             "xatol": 1e-3, "fatol": 0.0})
-                candidate = (float(found.fun), float(found.x[0]), float(found.x[1]))
-            else:
-                step = log10_b[2] * math.log(10)
-                found = scipy.optimize.minimize_scalar(
-                    lambda lb: problem.evaluate(0.0, float(lb))[0],
-                    bounds=(best[2] - step, best[2] + step), method="bounded",
-                    options={"xatol": 1e-4, "maxiter": max_polish})
-                candidate = (float(found.fun), 0.0, float(found.x))
-            if candidate[0] < best[0]:
-                best = candidate
+    def log_r_ref(log_b: float) -> float:
+        if not problem.has_k0 or diag[0] <= 0:
+            return 0.0
+        s = sum(math.exp(nu * log_b) / math.factorial(nu) * diag[nu]
+                for nu in range(1, nu_max + 1))
+        return math.log(max(s, 1e-300) / diag[0])
 
-        value, log_r, log_b = best
-        if not math.isfinite(value):
-            raise NotPositiveDefiniteError("no mixing gave a positive definite fold matrix; "
-                                           "check the kernels (K^nu must be PSD)")
-        if saver is not None:
-            saver.write()  # the grid and the polish are done
-        shape = problem.shape(log_r, log_b)
-        if mixing == "free" and nu_max >= 2:
-            free_value, free_shape = problem.free_polish(shape, max_free)
-            if free_value < value:
-                shape = free_shape
-        _, a, _ = problem.profile(shape)
-        if saver is not None:
-            saver.write()
-        coefficients = shape * a
-        # report the errors of the final fit's own algebra (a Cholesky per fold)
-        mae = cv_error(K_nu, y, coefficients, splits=splits, regularization=regularization,
-                       blas_threads=blas_threads, block=block)
-        rmse = cv_error(K_nu, y, coefficients, splits=splits, regularization=regularization,
-                        loss="rmse", blas_threads=blas_threads, block=block)
-        if nu_max == 0:
-            c0, a_out, b_out = float(coefficients[0]), 0.0, 0.0
-        elif mixing == "free":
-            c0, a_out, b_out = float(coefficients[0]), float(a), None
+    b_grid = np.arange(log10_b[0], log10_b[1] + 1e-9, log10_b[2]) * math.log(10)
+    r_grid = np.arange(log10_r[0], log10_r[1] + 1e-9, log10_r[2]) * math.log(10)
+    if nu_max == 0:
+        b_grid, r_grid = np.array([0.0]), np.array([0.0])
+    elif not problem.has_k0:
+        r_grid = np.array([0.0])
+    # the coarse grid: every shape at once (in parallel on workers), the best in grid order
+    points = [(log_r_ref(log_b) + rel, float(log_b)) for log_b in b_grid for rel in r_grid]
+    best = (math.inf, 0.0, 0.0)
+    for (log_r, log_b), (value, _, _) in zip(points, problem.evaluate_many(points)):
+        if value < best[0]:
+            best = (value, log_r, log_b)
+
+    if polish and nu_max >= 1 and math.isfinite(best[0]):
+        if problem.has_k0:
+            x0 = np.array([best[1], best[2]])
+            simplex = np.array([x0, x0 + [math.log(10), 0], x0 + [0, 0.5 * math.log(10)]])
+            ten = math.log(10)
+            b_lo, b_hi = b_grid[0] - 3 * ten, b_grid[-1] + 3 * ten
+
+            def objective(x: np.ndarray) -> float:
+                log_r_, log_b_ = float(x[0]), float(x[1])
+                rel_ = log_r_ - log_r_ref(log_b_)
+                if not (b_lo <= log_b_ <= b_hi
+                        and r_grid[0] - 3 * ten <= rel_ <= r_grid[-1] + 3 * ten):
+                    return math.inf
+                return problem.evaluate(log_r_, log_b_)[0]
+
+            found = scipy.optimize.minimize(
+                objective, x0, method="Nelder-Mead",
+                options={"initial_simplex": simplex, "maxfev": max_polish,
+                         "xatol": 1e-3, "fatol": 0.0})
+            candidate = (float(found.fun), float(found.x[0]), float(found.x[1]))
         else:
-            c0, a_out, b_out = float(coefficients[0]), float(a), math.exp(log_b)
+            step = log10_b[2] * math.log(10)
+            found = scipy.optimize.minimize_scalar(
+                lambda lb: problem.evaluate(0.0, float(lb))[0],
+                bounds=(best[2] - step, best[2] + step), method="bounded",
+                options={"xatol": 1e-4, "maxiter": max_polish})
+            candidate = (float(found.fun), 0.0, float(found.x))
+        if candidate[0] < best[0]:
+            best = candidate
+
+    value, log_r, log_b = best
+    if not math.isfinite(value):
+        raise NotPositiveDefiniteError("no mixing gave a positive definite fold matrix; "
+                                       "check the kernels (K^nu must be PSD)")
+    if saver is not None:
+        saver.write()  # the grid and the polish are done
+    shape = problem.shape(log_r, log_b)
+    if mixing == "free" and nu_max >= 2:
+        free_value, free_shape = problem.free_polish(shape, max_free)
+        if free_value < value:
+            shape = free_shape
+    _, a, _ = problem.profile(shape)
+    if saver is not None:
+        saver.write()
+    coefficients = shape * a
+    # report the errors of the final fit's own algebra (a Cholesky per fold)
+    mae, rmse = backend.cv_errors(coefficients, regularization)
+    if nu_max == 0:
+        c0, a_out, b_out = float(coefficients[0]), 0.0, 0.0
+    elif mixing == "free":
+        c0, a_out, b_out = float(coefficients[0]), float(a), None
+    else:
+        c0, a_out, b_out = float(coefficients[0]), float(a), math.exp(log_b)
     return MixingResult(
         c0=c0, a=a_out, b=b_out, coefficients=tuple(float(c) for c in coefficients),
         regularization=float(regularization), cv_mae=float(mae), cv_rmse=float(rmse),
-        loss=loss, mode=mode, folds=len(splits), n_used=n, evaluations=len(problem.cache),
+        loss=loss, mode=mode, folds=n_folds, n_used=n, evaluations=len(problem.cache),
         seconds=time.perf_counter() - start, mixing=mixing, history=problem.history)
 
 
