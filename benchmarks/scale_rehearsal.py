@@ -19,8 +19,10 @@ solve   the tiled Cholesky and solve (the real code, zarr to zarr with markers) 
         n = --solve-n kernel with one channel, a Gaussian kernel of random points computed per
         tile from the structures' indices (positive definite): seconds, GFLOP/s, bytes, peak
         worker memory.
-search  the mixing search (holdout, as the paper did at full QM9) on m = --search-m: seconds
-        per shape and driver memory, extrapolated to the default number of shapes.
+search  the mixing search as `wkdist fit` runs it (fit_mixing_store: the fold algebra on 2
+        worker processes reading the leading m x m block, m = --search-m, from a store on
+        disk; 10 folds, 6 shapes): seconds per eigendecomposition, peak memory of the driver
+        and of the workers against the fold task's memory estimate.
 predict wkdist's streamed prediction from a saved model of --predict-train structures (cheap
         settings: the point is memory), 100 and --predict-new new structures, each run in a
         fresh process and LocalCluster: peak memory of the driver and of the workers.
@@ -210,24 +212,45 @@ def stage_solve(args: argparse.Namespace) -> dict:
 
 
 def stage_search(args: argparse.Namespace) -> dict:
-    from wkdist.krr import hyper
+    """The mixing search as `wkdist fit` runs it: fit_mixing_store on the leading m x m block
+    of a kernel array on disk (five channels of a stand-in kernel, written tile row by tile
+    row), the fold algebra on 2 worker processes; 10-fold CV on a small grid of shapes."""
+    import zarr
+    from distributed import Client, LocalCluster
 
-    m = args.search_m
+    from wkdist.krr import folds, hyper
+
+    m, tile = args.search_m, args.tile_size
+    path = args.dir / "search.zarr"
+    shutil.rmtree(path, ignore_errors=True)
     rng = np.random.default_rng(2)
     points = rng.standard_normal((m, 3)) * 3.0
-    base = _gaussian_tile(points, slice(0, m), slice(0, m))[0]
-    k = np.stack([np.ones((m, m))] + [base ** (nu + 1) for nu in range(4)])
-    y = rng.standard_normal(m)
+    group = zarr.open_group(zarr.storage.LocalStore(path), mode="w")
+    array = group.create_array("K_train", shape=(5, m, m), dtype="float64",
+                               chunks=(5, tile, tile), fill_value=np.nan)
+    for r0 in range(0, m, tile):
+        rows = slice(r0, min(m, r0 + tile))
+        base = _gaussian_tile(points, rows, slice(0, m))[0]
+        array[:, rows, :] = np.stack([np.ones_like(base)]
+                                     + [base ** (nu + 1) for nu in range(4)])
+    y = np.sin(points[:, 0]) + 0.1 * rng.standard_normal(m)
     before = _rss_mb()
-    start = time.perf_counter()
-    result = hyper.fit_mixing(k, y, mode="holdout", log10_b=(-1.0, 1.0, 1.0),
-                              log10_r=(-1.0, 0.0, 1.0), polish=False)
-    seconds = time.perf_counter() - start
-    per_shape = seconds / result.evaluations
-    return {"m": m, "shapes": result.evaluations, "seconds": seconds,
-            "seconds_per_shape": per_shape,
-            "default_shapes_projected_s": per_shape * 105,
-            "driver_peak_mb": _rss_mb(), "driver_before_mb": before}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        start = time.perf_counter()
+        result = hyper.fit_mixing_store(str(path), "K_train", y, client=client, max_size=m,
+                                        folds=10, log10_b=(-1.0, 1.0, 1.0),
+                                        log10_r=(-1.0, 0.0, 1.0), polish=False)
+        seconds = time.perf_counter() - start
+        workers = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    shutil.rmtree(path, ignore_errors=True)
+    eigh = result.evaluations * result.folds
+    return {"m": m, "folds": result.folds, "shapes": result.evaluations, "seconds": seconds,
+            "eigendecompositions": eigh,
+            "worker_s_per_eigendecomposition": 2 * seconds / (eigh + result.folds),
+            "driver_before_mb": before, "driver_peak_mb": _rss_mb(),
+            "worker_peak_mb": max(workers.values()),
+            "fold_task_estimate_mb": folds.task_bytes(m) / 2**20}
 
 
 def stage_predict(args: argparse.Namespace) -> dict:

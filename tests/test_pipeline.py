@@ -406,6 +406,40 @@ def test_given_coefficients_and_learning_curve(done, tmp_path):
     assert not np.allclose(theirs, [float(r[2]) for r in first], rtol=1e-6)
 
 
+def test_scale_check_validates_each_factor_at_full_n(done, tmp_path):
+    """[fit] scale_check: each factor of the searched coefficients fitted on all but the last
+    validation_fraction of the training rows; the best validation MAE scales the model."""
+    case = copy_case(done, tmp_path)
+    first = json.loads((case / "out" / "results.json").read_text())
+    searched = np.asarray(first["hyperparameters"]["coefficients"])
+    factors = [0.01, 1.0, 100.0]
+    config = write_config(case, name="check.toml",
+                          fit={"scale_check": factors, "validation_fraction": 0.25})
+    status, _, err = wkdist("fit", config, "--out", case / "check")
+    assert status == 0, err
+    assert err.count("scale check:") == 3
+    results = json.loads((case / "check" / "results.json").read_text())
+    check = results["scale_check"]
+    held = round(0.25 * N_TRAIN)
+    kept = N_TRAIN - held
+    assert (check["n_fit"], check["n_validation"]) == (kept, held)
+    # each point against a dense solve on the leading rows of the stored kernels
+    train, _, _, _, y_train, _ = split_frames(case)
+    k_train = read_kernels(case / "store.zarr", "K_train")[...]
+    y = y_train - baseline_of(train, results["hyperparameters"]["baseline"])
+    for point, factor in zip(check["points"], factors):
+        k = np.tensordot(factor * searched, k_train, axes=1)
+        alpha = scipy.linalg.solve(k[:kept, :kept] + np.eye(kept), y[:kept], assume_a="pos")
+        mae = np.mean(np.abs(k[kept:, :kept] @ alpha - y[kept:]))
+        assert point["factor"] == factor
+        assert point["validation_mae"] == pytest.approx(mae, rel=1e-9)
+    best = min(check["points"], key=lambda p: p["validation_mae"])
+    assert check["factor"] == best["factor"]
+    np.testing.assert_allclose(results["hyperparameters"]["coefficients"],
+                               best["factor"] * searched, rtol=1e-12)
+    assert results["timings"]["scale_check_s"] > 0
+
+
 def test_a_switched_off_body_order_is_reported(done, tmp_path):
     """c_nu mean(diag K^nu) below 1e-6 of the largest order: a warning on stderr and in
     results.json naming the order and the effective nu_max; none for the searched fit."""
@@ -478,6 +512,8 @@ def test_learning_curve_point_without_baseline(done, tmp_path):
     ({"regularization": 0}, "[fit] regularization: expected a positive number"),
     ({"learning_curve": [1]}, "[fit] learning_curve: expected"),
     ({"mode": "loo"}, "[fit] mode: expected one of 'kfold', 'holdout'"),
+    ({"scale_check": [1, 0]}, "[fit] scale_check: expected a non-empty array of positive"),
+    ({"validation_fraction": 1}, "[fit] validation_fraction: expected a number between 0"),
 ])
 def test_bad_fit_section_exits_2(done, tmp_path, fit, message):
     case = copy_case(done, tmp_path)

@@ -159,6 +159,29 @@ def test_predictions_equal_dense(tmp_path, rng, client):
     np.testing.assert_allclose(fitted + alpha, y, rtol=0, atol=1e-9)
 
 
+def test_leading_block_fit_and_row_range_prediction(tmp_path, rng, client):
+    """size= factors the leading block only; rows= predicts a row range of an array: together
+    a held-out check on the training kernel itself, against dense LAPACK."""
+    k_train, _ = _kernels(rng)
+    group = _store(tmp_path / "s.zarr", k_train)
+    y = rng.standard_normal(N)
+    kept = 150
+    alpha, factor = solve.fit_weights(group, y[:kept], coefficients=COEFFICIENTS,
+                                      client=client, tile_size=TILE, size=kept)
+    assert factor.n == kept
+    np.testing.assert_allclose(alpha, _dense_alpha(k_train[:, :kept, :kept], y[:kept]),
+                               rtol=1e-9, atol=1e-12)
+    held = solve.predict(group, "K_train", alpha, coefficients=COEFFICIENTS, client=client,
+                         columns=kept, rows=(kept, N))
+    mixed = sum(c * k for c, k in zip(COEFFICIENTS, k_train))
+    np.testing.assert_allclose(held, mixed[kept:, :kept] @ alpha, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="size: expected 1 .. 203"):
+        solve.cholesky_factor(group, coefficients=COEFFICIENTS, size=N + 1)
+    with pytest.raises(ValueError, match="rows: expected"):
+        solve.predict(group, "K_train", alpha, coefficients=COEFFICIENTS, columns=kept,
+                      rows=(10, N + 5))
+
+
 def test_not_positive_definite_names_the_tile(tmp_path, rng, client):
     k_train, _ = _kernels(rng)
     k_train[0][120, 120] -= 1e4  # rows 100:150 form factor tile (2, 2)

@@ -125,6 +125,21 @@ def number_list(value: Any, base: Path) -> tuple[float, ...]:
     return tuple(float(v) for v in value)
 
 
+def positive_list(value: Any, base: Path) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value or not all(
+            not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            and v > 0 for v in value):
+        raise _Bad("a non-empty array of positive numbers")
+    return tuple(sorted({float(v) for v in value}))
+
+
+def fraction(value: Any, base: Path) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 < value < 1):
+        raise _Bad("a number between 0 and 1 (exclusive)")
+    return float(value)
+
+
 def size_list(value: Any, base: Path) -> tuple[int, ...]:
     if not isinstance(value, list) or not value or not all(
             not isinstance(v, bool) and isinstance(v, int) and v > 1 for v in value):
@@ -244,6 +259,10 @@ class FitConfig:
     max_search: int = 5000  # the search holds at most this many training structures in memory
     coefficients: tuple[float, ...] | None = None  # given: no search
     learning_curve: tuple[int, ...] | None = None  # extra fits on the first n training rows
+    # the scale a checked at full n: factors of the chosen coefficients, each validated by a
+    # tiled fit on all but the last validation_fraction of the training rows
+    scale_check: tuple[float, ...] | None = None
+    validation_fraction: float = 0.1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -503,6 +522,8 @@ SECTIONS: dict[str, Section] = {
             "max_search": Field(positive_int),
             "coefficients": Field(number_list),
             "learning_curve": Field(size_list),
+            "scale_check": Field(positive_list),
+            "validation_fraction": Field(fraction),
         },
         _build_fit,
     ),

@@ -9,7 +9,8 @@ that starts no job) and SLURM's verdict on it (``sbatch --test-only``, which sub
 
 The projections assume what the README's measurements showed: tile tasks scale with cores
 (Dask, zarr and fsync add no measurable time to a tile), the factorization runs at most at
-the measured DGEMM rate on every core, and the search runs in the driver on one BLAS thread.
+the measured DGEMM rate on every core, and the search's eigendecompositions run on the workers,
+one per core at a time, at the measured one-thread rate.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 
 __all__ = ["tile_plan", "plan_lines", "stage_costs"]
 
-SEARCH_SHAPES = 105  # (b, r) shapes a default exponential search evaluates (wkdist.krr.hyper)
+GRID_SHAPES = 45  # the coarse (b, r) grid of a default search, evaluated all at once
+POLISH_SHAPES = 60  # Nelder-Mead steps after it, one shape at a time (wkdist.krr.hyper)
 FREE_SHAPES = 200  # at most, more for mixing = "free"
 
 
@@ -124,6 +126,7 @@ def _sample(data, n: int = 32) -> list:
 def stage_costs(p: dict, *, n_train: int, n_test: int, nu_max: int, fit, rates,
                 cores: int, factor_tile: int) -> dict:
     """Seconds, bytes and memory of every stage of a run (see the module docstring)."""
+    from ..krr.folds import task_bytes
     from ..krr.solve import default_tile_size
 
     depth = nu_max + 1
@@ -137,20 +140,27 @@ def stage_costs(p: dict, *, n_train: int, n_test: int, nu_max: int, fit, rates,
     for lam in p["lambdas"]:
         d = 2 * lam + 1
         size = m * d * ((fit.folds - 1) / fit.folds if fit.mode == "kfold" else 0.8)
-        per_shape = (fit.folds if fit.mode == "kfold" else 1) * rates.eigh_800_s * (
-            size / 800) ** 3
-        shapes = SEARCH_SHAPES + (FREE_SHAPES if fit.mixing == "free" else 0)
-        search_s += 0.0 if fit.coefficients is not None else shapes * per_shape
-        search_bytes = max(search_bytes, (depth + 2) * (m * d) ** 2 * 8)
+        per_fold = rates.eigh_800_s * (size / 800) ** 3
+        folds = fit.folds if fit.mode == "kfold" else 1
+        # the grid's shapes x folds spread over the cores; then one shape at a time
+        waves = -(-GRID_SHAPES * folds // cores) + (
+            POLISH_SHAPES + (FREE_SHAPES if fit.mixing == "free" else 0)) * -(-folds // cores)
+        search_s += 0.0 if fit.coefficients is not None else waves * per_fold
+        search_bytes = max(search_bytes, task_bytes(m * d))
         n = n_train * d
         factor_s += n ** 3 / 3 / (flops * cores)
+        if fit.scale_check:  # one factorization of the leading block per factor
+            kept = n * (1 - fit.validation_fraction)
+            out["scale_check_s"] = out.get("scale_check_s", 0.0) + len(
+                fit.scale_check) * kept ** 3 / 3 / (flops * cores)
         factor_bytes += 8 * n * n // 2
     tile = min(factor_tile, n_train) if factor_tile else default_tile_size(p["tile_size"],
                                                                             n_train)
     # left-looking: factor tile (I, J) reads the 2 J tiles to its left, so the factorization
     # reads about nt^3 / 3 tiles in all
     nt_factor = -(-n_train // tile)
-    out.update(search_s=search_s, search_driver_bytes=search_bytes, factor_s=factor_s,
+    out.setdefault("scale_check_s", 0.0)
+    out.update(search_s=search_s, search_task_bytes=search_bytes, factor_s=factor_s,
                factor_bytes=factor_bytes, factor_scratch_bytes=factor_bytes,
                factor_read_bytes=nt_factor ** 3 / 3 * 8 * tile * tile * len(p["lambdas"]),
                factor_tile=tile)
@@ -217,10 +227,16 @@ def plan_lines(config_path: str | Path, *, check: bool = True,
     else:
         m = min(n_train, fit.max_search)
         how = f"{fit.folds}-fold" if fit.mode == "kfold" else "one holdout split"
-        yield (f"cost: search of (c0, a, b) on {m:,} structures in the driver ({how}): about "
-               f"{_hours(c['search_s'])} on one BLAS thread (it uses up to 1 + rows / 1000 of "
-               f"the driver's cores), {_bytes(c['search_driver_bytes'])} of driver memory; "
+        yield (f"cost: search of (c0, a, b) on {m:,} structures on the workers ({how}): about "
+               f"{_hours(c['search_s'])} ({GRID_SHAPES} grid shapes in parallel, then "
+               f"{POLISH_SHAPES} polish steps of one eigendecomposition per fold), "
+               f"{_bytes(c['search_task_bytes'])} per fold task (a worker runs as many at once "
+               "as fit in 60 % of its memory limit; the driver holds no kernel block); "
                "checkpointed in the store")
+    if fit.scale_check:
+        yield (f"cost: scale check {len(fit.scale_check)} x a tiled Cholesky of "
+               f"{1 - fit.validation_fraction:.0%} of the training rows: "
+               f"{_hours(c['scale_check_s'])} of arithmetic at least")
     yield (f"cost: tiled Cholesky {_hours(c['factor_s'])} of arithmetic at least (DGEMM rate on "
            f"every core), factor tiles of {c['factor_tile']:,}; it reads about "
            f"{_bytes(c['factor_read_bytes'])} of factor tiles, writes the factor "
@@ -229,7 +245,7 @@ def plan_lines(config_path: str | Path, *, check: bool = True,
            "(their flops are negligible; the time is the disk's)")
     yield (f"memory: about {_bytes(c['worker_bytes'])} per worker task (a kernel tile or "
            "factor tiles) on top of the worker process itself (about 300 MB), whatever n")
-    total = c["kernels_s"] + c["search_s"] + c["factor_s"]
+    total = c["kernels_s"] + c["search_s"] + c["factor_s"] + c["scale_check_s"]
     yield (f"total: about {_hours(total)} of wall time on {cores} cores, not counting queue "
            "waits and disk reads")
     if compute.cluster == "slurm":

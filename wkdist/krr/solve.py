@@ -397,7 +397,7 @@ def _check_coefficients(coefficients: Any, depth: int) -> tuple[float, ...]:
 
 
 def _prepare(group: Any, coefficients: Any, regularization: float, tile_size: int | None,
-             kernel: str) -> tuple[_Spec, str, zarr.Group]:
+             kernel: str, size: int | None = None) -> tuple[_Spec, str, zarr.Group]:
     root, gpath = _locate(group)
     kernel_path = _join(gpath, kernel)
     try:
@@ -408,7 +408,9 @@ def _prepare(group: Any, coefficients: Any, regularization: float, tile_size: in
         raise StoreError(f"{kernel_path}: expected shape (nu_max + 1, n, n), got {karr.shape}")
     coefficients = _check_coefficients(coefficients, karr.shape[0])
     regularization = check_regularization(regularization)
-    n = karr.shape[1]
+    n = karr.shape[1] if size is None else int(size)
+    if not 0 < n <= karr.shape[1]:
+        raise ValueError(f"size: expected 1 .. {karr.shape[1]} leading rows, got {size!r}")
     tile = default_tile_size(karr.chunks[1], n) if tile_size is None else int(tile_size)
     if tile <= 0:
         raise ValueError(f"tile_size: expected a positive integer, got {tile_size!r}")
@@ -578,19 +580,21 @@ def _run(dsk: dict, keys: list, client: Any, priority: dict | None = None,
 
 def cholesky_factor(group: Any, *, coefficients: Sequence[float], regularization: float = 1.0,
                     client: Any = None, tile_size: int | None = None, kernel: str = "K_train",
-                    verify: bool = False) -> CholeskyFactor:
+                    verify: bool = False, size: int | None = None) -> CholeskyFactor:
     """Factor ``sum_nu coefficients[nu] K^nu + regularization I`` (from ``group[kernel]``) into
     tiles of ``solve/<h>/L`` in the same store, resuming from the tiles already done.
 
     ``group``: a zarr group on a LocalStore (or the store's directory). ``client``: a
     ``distributed.Client``; None runs the same graph in this process. ``tile_size``: side of a
     factor tile (default: a multiple of the kernel chunk >= 1024). ``verify``: also check the
-    crc32 of every done tile before trusting it (reads the whole factor).
+    crc32 of every done tile before trusting it (reads the whole factor). ``size``: factor
+    the leading size x size block only (a model of the first ``size`` training structures).
 
     Raises NotPositiveDefiniteError naming the failing tile; StoreError for a missing kernel.
     Only one driver at a time should resume a given factor (it deletes orphan temporaries).
     """
-    spec, digest, fgroup = _prepare(group, coefficients, regularization, tile_size, kernel)
+    spec, digest, fgroup = _prepare(group, coefficients, regularization, tile_size, kernel,
+                                    size)
     remove_partials(Path(spec.root, spec.base))
     computed = 0
     markers = _markers(spec)
@@ -732,13 +736,14 @@ def solve_weights(factor: CholeskyFactor, y: Any, *, client: Any = None) -> np.n
 
 def fit_weights(group: Any, y: Any, *, coefficients: Sequence[float],
                 regularization: float = 1.0, client: Any = None, tile_size: int | None = None,
-                kernel: str = "K_train") -> tuple[np.ndarray, CholeskyFactor]:
+                kernel: str = "K_train", size: int | None = None
+                ) -> tuple[np.ndarray, CholeskyFactor]:
     """cholesky_factor + solve_weights: (alpha, factor)."""
     attempt = 0
     while True:
         factor = cholesky_factor(group, coefficients=coefficients,
                                  regularization=regularization, client=client,
-                                 tile_size=tile_size, kernel=kernel)
+                                 tile_size=tile_size, kernel=kernel, size=size)
         try:
             return solve_weights(factor, y, client=client), factor
         except DamagedTileError as error:  # a factor tile damaged since it was written
@@ -765,11 +770,12 @@ def _predict_rows(root: str, path: str, coefficients: tuple[float, ...], rows: t
 #     ("wkdist-pred-<t>", R)  rows block R of K_mix(array) @ alpha, reading one chunk at a time
 def predict(group: Any, array_name: str, alpha: Any, *, coefficients: Sequence[float],
             client: Any = None, rows_per_task: int | None = None,
-            columns: int | None = None) -> np.ndarray:
+            columns: int | None = None, rows: tuple[int, int] | None = None) -> np.ndarray:
     """y_hat = (sum_nu coefficients[nu] group[array_name][nu]) @ alpha, tile by tile.
 
     ``array_name``: e.g. "K_test" (nu_max + 1, m, n_train). ``columns``: use only the first
     ``columns`` columns (a model of the first training structures; alpha has that length).
+    ``rows``: only rows [start, stop) (e.g. held-out training rows of "K_train").
     Returns (m,) or (m, k).
     """
     from dask.base import tokenize
@@ -787,17 +793,20 @@ def predict(group: Any, array_name: str, alpha: Any, *, coefficients: Sequence[f
         raise ValueError(f"columns: expected 1 .. {karr.shape[2]}, got {columns!r}")
     if alpha.shape[:1] != (n,) or alpha.ndim not in (1, 2):
         raise ValueError(f"alpha: expected shape ({n},) or ({n}, k), got {alpha.shape}")
-    m = karr.shape[1]
+    first, last = (0, karr.shape[1]) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= first <= last <= karr.shape[1]:
+        raise ValueError(f"rows: expected 0 <= start <= stop <= {karr.shape[1]}, got {rows!r}")
+    m = last - first
     step = rows_per_task or default_tile_size(karr.chunks[1], m)
     col_step = default_tile_size(karr.chunks[2], n)
-    token = tokenize(root, path, coefficients, alpha)
+    token = tokenize(root, path, coefficients, alpha, rows)
     akey = (f"wkdist-alpha-{token}",)
     dsk: dict = {akey: alpha}
     keys = []
     for r in range(-(-m // step)):
-        rows = (r * step, min(m, (r + 1) * step))
+        block = (first + r * step, first + min(m, (r + 1) * step))
         key = (f"wkdist-pred-{token}", r)
-        dsk[key] = (_predict_rows, root, path, coefficients, rows, col_step, akey)
+        dsk[key] = (_predict_rows, root, path, coefficients, block, col_step, akey)
         keys.append(key)
     if m == 0:
         return np.zeros((0,) + alpha.shape[1:])
