@@ -119,6 +119,10 @@ def test_slots_and_threads_follow_each_workers_memory():
                (2, 0)]                                     # no limit: one slot per thread
     slots = folds.worker_slots(_Info(workers), rows)
     assert list(slots.values()) == [(8, 1), (2, 4), (1, 4), (2, 1)]
+    # one Dask thread per worker process that owns 4 cores (numba threads): one task, 4 BLAS
+    slots = folds.worker_slots(_Info([(1, int(10 * need / folds.MEMORY_SHARE)), (1, 0)]),
+                               rows, cores=4)
+    assert list(slots.values()) == [(1, 4), (1, 4)]
 
 
 def test_search_size_is_lowered_to_the_smallest_workers_memory():

@@ -65,7 +65,8 @@ def _checked(group: zarr.Group, name: str) -> Any:
 
 
 def search_mixing(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
-                  lam: int = 0, *, client: Any = None) -> dict[str, Any]:
+                  lam: int = 0, *, client: Any = None, worker_cores: int | None = None
+                  ) -> dict[str, Any]:
     """(c0, a, b) of part ``lam`` by CV on the first max_search training structures (a random
     subset: rows follow the seeded split order), on the workers of ``client`` (in this process
     without one); or the configured coefficients."""
@@ -90,7 +91,8 @@ def search_mixing(group: zarr.Group, y: np.ndarray, fit: FitConfig, nu_max: int,
                "mixing": fit.mixing, "checkpoint": checkpoint}
     if client is not None:
         result = fit_mixing_store(group.store.root, kernel_array("train", lam), y,
-                                  client=client, max_size=m, **options)
+                                  client=client, max_size=m, worker_cores=worker_cores,
+                                  **options)
     else:
         kernels = _checked(group, kernel_array("train", lam))[:, :m * d, :m * d]
         threads = max(1, min(len(os.sched_getaffinity(0)), 1 + m * d // 1000))
@@ -301,7 +303,8 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
     with strict_reads(), _repair_hint(config):
         for lam in lambdas_of(kind):
             mark = time.perf_counter()
-            chosen = search_mixing(group, y_parts[lam], fit, nu_max, lam, client=client)
+            chosen = search_mixing(group, y_parts[lam], fit, nu_max, lam, client=client,
+                                   worker_cores=config.compute.threads_per_worker)
             timings["search_s"] += time.perf_counter() - mark
             if fit.scale_check:
                 mark = time.perf_counter()

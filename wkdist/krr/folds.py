@@ -224,15 +224,19 @@ def _diagonal_task(root: str, name: str, rows: int) -> np.ndarray:
     return total / rows
 
 
-def worker_slots(client: Any, rows: int) -> dict[str, tuple[int, int]]:
-    """Per worker address: (fold tasks it may run at once, BLAS threads each)."""
+def worker_slots(client: Any, rows: int, cores: int | None = None
+                 ) -> dict[str, tuple[int, int]]:
+    """Per worker address: (fold tasks it may run at once, BLAS threads each). ``cores``: the
+    cores each worker process owns when that is more than its Dask threads (wkdist's workers
+    run one Dask thread and ``threads_per_worker`` numba threads)."""
     need = task_bytes(rows)
     slots = {}
     for address, info in client.scheduler_info(n_workers=-1)["workers"].items():
-        threads = max(1, int(info.get("nthreads", 1)))
+        tasks = max(1, int(info.get("nthreads", 1)))
+        threads = max(tasks, cores or 0)
         limit = info.get("memory_limit") or 0
         fit = int(MEMORY_SHARE * limit // need) if limit else threads
-        count = max(1, min(threads, fit))
+        count = max(1, min(tasks, fit))
         slots[address] = (count, max(1, threads // count))
     return slots
 
@@ -255,12 +259,12 @@ class StoreFolds:
     at ``root``, evaluated by tasks on the workers of ``client``."""
 
     def __init__(self, root: str, name: str, rows: int, y: np.ndarray, splits: Sequence[tuple],
-                 *, client: Any, block: int = 1) -> None:
+                 *, client: Any, block: int = 1, cores: int | None = None) -> None:
         from dask.base import tokenize
 
         self.root, self.name, self.rows = str(root), name, rows
         self.y, self.splits, self.block, self.client = y, list(splits), block, client
-        self.slots = worker_slots(client, rows)
+        self.slots = worker_slots(client, rows, cores)
         self.token = tokenize(self.root, name, rows, y, self.splits, block)
         self._diagonal: np.ndarray | None = None
 

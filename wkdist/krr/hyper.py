@@ -362,7 +362,8 @@ def fit_mixing_store(store: Any, name: str, y: Any, *, client: Any, max_size: in
                      folds: int = 10, seed: int = 0, regularization: float = 1.0,
                      mode: str = "kfold", holdout_fraction: float = 0.2, loss: str = "mae",
                      block: int = 1, mixing: str = "exponential",
-                     checkpoint: Any = None, **options: Any) -> MixingResult:
+                     checkpoint: Any = None, worker_cores: int | None = None,
+                     **options: Any) -> MixingResult:
     """``fit_mixing`` on the first ``max_size`` structures of kernel array ``name`` of a
     store (rows in the store's order: a seeded random order for ``wkdist`` data sets), with
     every eigendecomposition and Cholesky on the workers of ``client``
@@ -370,7 +371,9 @@ def fit_mixing_store(store: Any, name: str, y: Any, *, client: Any, max_size: in
     lowered, with a warning, to what one fold task fits in on the smallest worker. ``y``: the
     targets of all training rows (only the first ``n_used`` are used). ``options``: the grid
     and polish options of ``fit_mixing``. Same result as ``fit_mixing`` on the same block to
-    the last bits of the eigensolver (which depend on the BLAS threads)."""
+    the last bits of the eigensolver (which depend on the BLAS threads). ``worker_cores``: the
+    cores a worker process owns, when more than its Dask threads (its fold tasks share them
+    as BLAS threads)."""
     from ..tiled.store import read_kernels
 
     start = time.perf_counter()
@@ -394,7 +397,7 @@ def fit_mixing_store(store: Any, name: str, y: Any, *, client: Any, max_size: in
     rows = n * block
     splits = _splits(n, block, mode, min(folds, n), seed, holdout_fraction)
     backend = StoreFolds(str(getattr(store, "path", store)), name, rows, y[:rows], splits,
-                         client=client, block=block)
+                         client=client, block=block, cores=worker_cores)
     return _search(backend, depth - 1, n, len(splits), start=start,
                    regularization=regularization, mode=mode, loss=loss, mixing=mixing,
                    checkpoint=checkpoint, **options)
