@@ -63,6 +63,14 @@ def n_reaching(fit: tuple[float, float], mae: float) -> float:
     return math.exp(math.log(mae / prefactor) / exponent) if exponent < 0 else math.inf
 
 
+def _test_mae(k_train: np.ndarray, y_train: np.ndarray, k_test: np.ndarray,
+              y_test: np.ndarray, coefficients: np.ndarray) -> float:
+    """Test MAE (meV) of the KRR fitted with ``coefficients`` (targets minus the baseline)."""
+    alpha = solve_dense(k_train, y_train, coefficients=coefficients)
+    prediction = predict_dense(k_test, alpha, coefficients=coefficients)
+    return float(np.mean(np.abs(prediction - y_test))) * MEV_PER_EV
+
+
 def pool_kernels(frames: list, y: np.ndarray, settings: wkdist.KernelSettings, path: Path,
                  *, workers: int) -> tuple[np.ndarray, dict]:
     """K^nu of the pool, (nu_max + 1, m, m), and its cost: {"tile_s", "pairs", "tiles"} summed
@@ -196,6 +204,13 @@ def main() -> None:
                         help="fit on K^0..K^N only: the kernels truncated at nu_max N (<= the "
                              "settings' nu_max) are the same numbers, so the store is reused")
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes")
+    parser.add_argument("--scale-check", type=float, nargs="+", default=None,
+                        metavar="FACTOR",
+                        help="check the searched scale at full n_train as `wkdist fit` does "
+                             "with [fit] scale_check: each factor times the coefficients "
+                             "fitted on all but --validation-fraction of the training set, "
+                             "the best held-out MAE wins (the MAE without it is recorded too)")
+    parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--store", type=Path, default=None,
                         help="kernel store of the pool (default runs/qm9_lc_<hash>)")
     parser.add_argument("--label", default=None)
@@ -238,6 +253,7 @@ def main() -> None:
     counts, symbols = element_counts([a.get_chemical_symbols() for a in frames])
 
     maes: dict[str, list[float]] = {str(n): [] for n in sorted(args.n_train)}
+    unchecked: dict[str, list[float]] = {str(n): [] for n in sorted(args.n_train)}
     fit_s: dict[str, list[float]] = {str(n): [] for n in sorted(args.n_train)}
     for split in range(args.splits):
         order = np.random.default_rng(args.seed + 1 + split).permutation(m)
@@ -250,15 +266,32 @@ def main() -> None:
             k_train = kernels[:, train][:, :, train]
             search = fit_mixing(k_train, y_res, folds=args.folds, seed=split,
                                 max_size=args.search_size, mixing=args.mixing)
-            alpha = solve_dense(k_train, y_res, coefficients=search.coefficients)
-            prediction = baseline_values([frames[i] for i in test], baseline) + predict_dense(
-                kernels[:, test][:, :, train], alpha, coefficients=search.coefficients)
-            mae = float(np.mean(np.abs(prediction - y[test]))) * MEV_PER_EV
+            k_test = kernels[:, test][:, :, train]
+            y_test = y[test] - baseline_values([frames[i] for i in test], baseline)
+
+            coefficients = np.asarray(search.coefficients)
+            checked = ""
+            if args.scale_check:  # as `wkdist fit` with [fit] scale_check, densely
+                unchecked[str(n)].append(_test_mae(k_train, y_res, k_test, y_test,
+                                                   coefficients))
+                kept = n - max(1, round(args.validation_fraction * n))
+                scores = []
+                for factor in args.scale_check:
+                    c = factor * coefficients
+                    alpha = solve_dense(k_train[:, :kept, :kept], y_res[:kept], coefficients=c)
+                    held = predict_dense(k_train[:, kept:, :kept], alpha, coefficients=c)
+                    scores.append(float(np.mean(np.abs(held - y_res[kept:]))))
+                best = args.scale_check[int(np.argmin(scores))]
+                coefficients = best * coefficients
+                checked = (f"; scale check chose {best:g}: without it "
+                           f"{unchecked[str(n)][-1]:.1f} meV")
+            mae = _test_mae(k_train, y_res, k_test, y_test, coefficients)
             fit_s[str(n)].append(time.perf_counter() - start)
             maes[str(n)].append(mae)
             print(f"split {split}, n_train {n}: test MAE {mae:6.1f} meV (CV MAE "
                   f"{search.cv_mae * MEV_PER_EV:6.1f} meV; coefficients "
-                  f"{', '.join(f'{c:.3g}' for c in search.coefficients)})", flush=True)
+                  f"{', '.join(f'{c:.3g}' for c in search.coefficients)}){checked}",
+                  flush=True)
     label = args.label or ", ".join(
         [f"{k}={v}" for k, v in fitted.to_dict().items() if getattr(wkdist.REFERENCE_QM9, k) != v]
         + (["mixing=free"] if args.mixing == "free" else [])) or "reference"
@@ -285,7 +318,9 @@ def main() -> None:
               f"(median); its kernels alone {pairs:,} pairs, {pairs / rate:.0f} core-s")
     run = {"label": label, "n_test": args.n_test, "splits": args.splits, "folds": args.folds,
            "seed": args.seed, "search_size": args.search_size, "mixing": args.mixing,
-           "mae_meV": maes,
+           "mae_meV": maes, "scale_check": args.scale_check,
+           "validation_fraction": args.validation_fraction,
+           **({"mae_meV_without_scale_check": unchecked} if args.scale_check else {}),
            "settings": fitted.to_dict(), "kernel_cost": cost, "fit_s": fit_s}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
