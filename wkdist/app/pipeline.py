@@ -164,18 +164,6 @@ class SearchCheckpoint:
 WEAK_ORDER = 1e-6
 
 
-def _mean_diagonal(array: zarr.Array) -> np.ndarray:
-    """Mean of diag(K^nu) over the rows of a square kernel array, per nu; reads only the
-    diagonal tiles (one chunk each)."""
-    depth, rows, _ = array.shape
-    step = array.chunks[1]
-    total = np.zeros(depth)
-    for start in range(0, rows, step):
-        stop = min(start + step, rows)
-        total += np.einsum("kii->k", array[:, start:stop, start:stop])
-    return total / rows
-
-
 def _weak_orders(coefficients: list[float], diagonal: np.ndarray, *, label: str,
                  search: dict[str, Any] | None) -> tuple[list[float], str | None]:
     """Each order's contribution c_nu mean(diag K^nu) and, when some order nu >= 1 contributes
@@ -270,6 +258,7 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
         target_kind,
         to_spherical,
     )
+    from ..krr.folds import mean_diagonal
     from ..krr.hyper import element_counts, species_baseline
     from ..krr.model import Part, baseline_values, save_model
     from ..krr.solve import fit_weights, predict
@@ -320,7 +309,7 @@ def fit_store(config: Config, dataset: Dataset, out: Path, *, client: Any,
                     f"{chosen['search']['n_used']} structures)" if chosen["search"]
                     else " (given)"))
             contributions, weak = _weak_orders(
-                coefficients, _mean_diagonal(group[kernel_array("train", lam)]), label=label,
+                coefficients, mean_diagonal(store.path, kernel_array("train", lam)), label=label,
                 search=chosen["search"])
             if weak:
                 log.warning("%s", weak)

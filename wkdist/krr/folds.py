@@ -30,7 +30,7 @@ import scipy.optimize
 from threadpoolctl import threadpool_limits
 
 __all__ = ["LocalFolds", "StoreFolds", "fold_parts", "scale_profile", "fold_residuals",
-           "errors", "task_bytes", "MEMORY_SHARE"]
+           "errors", "mean_diagonal", "task_bytes", "MEMORY_SHARE"]
 
 MU_STEP = 0.25     # decades between grid values of mu = reg / a
 MU_BELOW = 10.0    # decades below the largest eigenvalue
@@ -212,10 +212,13 @@ def _residuals_task(root: str, name: str, rows: int, coefficients: tuple[float, 
         return fold_residuals(mixed, train, val, y, regularization)
 
 
-def _diagonal_task(root: str, name: str, rows: int) -> np.ndarray:
+def mean_diagonal(root: Any, name: str, rows: int | None = None) -> np.ndarray:
+    """Mean of diag(K^nu) over the first ``rows`` rows (all by default) of a square kernel
+    array, per nu: reads only the diagonal chunks, each checked against its marker."""
     from ..tiled.store import read_kernels
 
     karr = read_kernels(root, name)
+    rows = karr.shape[1] if rows is None else rows
     step = karr.chunks[1]
     total = np.zeros(karr.shape[0])
     for r0 in range(0, rows, step):
@@ -271,7 +274,7 @@ class StoreFolds:
     def mean_diagonal(self) -> np.ndarray:
         if self._diagonal is None:
             self._diagonal = self.client.submit(
-                _diagonal_task, self.root, self.name, self.rows,
+                mean_diagonal, self.root, self.name, self.rows,
                 key=f"wkdist-search-diag-{self.token}").result()
         return self._diagonal
 
