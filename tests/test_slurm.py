@@ -196,6 +196,40 @@ def test_slurm_cancelled_workers_are_replaced(slurm, local_reference, tmp_path, 
     no_jobs_left(name)
 
 
+def test_adaptive_cluster_releases_idle_worker_jobs(slurm, tmp_path, capsys):
+    """With adaptive_minimum/maximum, worker jobs are requested while tasks queue and cancelled
+    once idle (as between the kernels and the factorization of a run), and the watchdog does
+    not resubmit a job the cluster released; new work requests jobs again."""
+    from wkdist.app.cluster import open_cluster
+    from wkdist.app.config import load_config
+
+    name = f"wkdist-test-{uuid.uuid4().hex[:8]}"
+    config = load_config(slurm_case(tmp_path, workers=1, slurm={"job_name": name},
+                                    compute={"adaptive_minimum": 1, "adaptive_maximum": 2},
+                                    **CASE))
+
+    def jobs_become(count: int, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(queued_ids(name)) != count:
+            assert time.monotonic() < deadline, (
+                f"expected {count} worker job(s) within {timeout} s, squeue has "
+                f"{queued_ids(name)}")
+            time.sleep(0.5)
+
+    with open_cluster(config.compute, dashboard_port=None) as cluster:
+        client = cluster.client
+        busy = client.map(time.sleep, [1.0] * 60, pure=False)
+        jobs_become(2)  # tasks queue: the second job is requested
+        client.gather(busy)
+        jobs_become(1)  # idle: released down to adaptive_minimum
+        time.sleep(10)  # several watchdog and adaptive intervals
+        assert len(queued_ids(name)) == 1, queued_ids(name)  # not resubmitted
+        again = client.map(time.sleep, [1.0] * 60, pure=False)
+        jobs_become(2)
+        client.gather(again)
+    no_jobs_left(name)
+
+
 # --------------------------------------------------------------------------- bad input
 
 
