@@ -1,14 +1,16 @@
 """`wkdist plan`'s stage costs (wkdist.app.plan.stage_costs): the search priced as it runs, on
-the workers, and the scale check as extra factorizations."""
+the workers, the factorization by its flops and its longest chain of dependent tasks
+(wkdist.krr.solve.factor_flops), and the scale check as extra factorizations."""
 
 from __future__ import annotations
 
 import pytest
 
 from wkdist.app.config import FitConfig
-from wkdist.app.plan import GRID_SHAPES, POLISH_SHAPES, stage_costs
+from wkdist.app.plan import GRID_SHAPES, POLISH_SHAPES, TILED_DGEMM_SHARE, stage_costs
 from wkdist.app.rates import Rates
 from wkdist.krr.folds import task_bytes
+from wkdist.krr.solve import factor_flops
 
 RATES = Rates(pairs_per_core_s=1000.0, measured_pairs=1024, measured_s=1.0,
               measured_lambda_max=3, scale=1.0, dgemm_gflops=40.0, eigh_800_s=0.2, cpu="test")
@@ -34,8 +36,41 @@ def test_search_runs_on_the_workers_grid_in_parallel_then_one_shape_at_a_time():
     assert _costs(640, coefficients=(1.0,) * 5)["search_s"] == 0.0
 
 
+def test_factor_flops_walk_the_factor_graph():
+    for n, tile in [(4096, 1024), (5000, 1024), (50_000, 1024), (1000, 1024)]:
+        work, chain = factor_flops(n, tile)
+        assert work == pytest.approx(n ** 3 / 3, rel=1e-12)  # all of Cholesky's flops
+        assert chain <= work
+    t = 1000.0
+    assert factor_flops(1000, 1000) == pytest.approx((t ** 3 / 3, t ** 3 / 3))
+    # two tiles: potrf, trsm, syrk + potrf, all in one chain
+    assert factor_flops(2000, 1000)[1] == pytest.approx(8 / 3 * t ** 3)
+    # three tiles (by hand): potrf 1/3 -> trsm 1 (L10) -> syrk + potrf 4/3 (L11) ->
+    # gemm + trsm 3 (L21) -> syrk + potrf 4/3 (L22): 7 T^3 of 9 T^3
+    assert factor_flops(3000, 1000) == pytest.approx((9 * t ** 3, 7 * t ** 3))
+    # the chain grows as nt^2 (one pre task per panel, spaced by panels), the work as nt^3
+    ratio = factor_flops(64 * 1000, 1000)[1] / factor_flops(32 * 1000, 1000)[1]
+    assert 3.5 < ratio < 4.5
+
+
+def test_factorization_is_the_longer_of_work_over_cores_and_the_chain():
+    rate = TILED_DGEMM_SHARE * RATES.dgemm_gflops * 1e9
+    work, chain = factor_flops(110_000, 1024)
+    assert _costs(1)["factor_s"] == pytest.approx(work / rate)
+    assert _costs(640)["factor_s"] == pytest.approx(chain / rate)  # 640 cores: chain-bound
+    assert _costs(10**6)["factor_s"] == pytest.approx(chain / rate)
+    # one single-threaded factorization task per worker process, whatever its cores
+    few = stage_costs(PLAN, n_train=110_000, n_test=20_000, nu_max=4,
+                      fit=FitConfig(max_search=5000), rates=RATES, cores=640, factor_tile=0,
+                      processes=10)
+    assert few["factor_s"] == pytest.approx(work / 10 / rate)
+
+
 def test_scale_check_costs_one_factorization_of_the_kept_rows_per_factor():
     base = _costs(640)
     checked = _costs(640, scale_check=(0.5, 1.0, 2.0), validation_fraction=0.1)
     assert base["scale_check_s"] == 0.0
-    assert checked["scale_check_s"] == pytest.approx(3 * 0.9 ** 3 * base["factor_s"])
+    rate = TILED_DGEMM_SHARE * RATES.dgemm_gflops * 1e9
+    work, chain = factor_flops(99_000, 1024)
+    assert checked["scale_check_s"] == pytest.approx(3 * max(work / 640 / rate, chain / rate))
+    assert checked["factor_s"] == base["factor_s"]

@@ -8,9 +8,13 @@ of a worker. For ``cluster = "slurm"`` also the worker job script (built by a SL
 that starts no job) and SLURM's verdict on it (``sbatch --test-only``, which submits nothing).
 
 The projections assume what the README's measurements showed: tile tasks scale with cores
-(Dask, zarr and fsync add no measurable time to a tile), the factorization runs at most at
-the measured DGEMM rate on every core, and the search's eigendecompositions run on the workers,
-one per core at a time, at the measured one-thread rate.
+(Dask, zarr and fsync add no measurable time to a tile); the factorization's tasks run at
+TILED_DGEMM_SHARE of the measured one-thread DGEMM rate, one per worker process, and it takes
+the longer of its flops spread over the worker processes and its longest chain of dependent
+tasks
+(``wkdist.krr.solve.factor_flops``, which walks the graph the run builds); the search's
+eigendecompositions run on the workers, one per core at a time, at the measured one-thread
+rate.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ __all__ = ["tile_plan", "plan_lines", "stage_costs"]
 GRID_SHAPES = 45  # the coarse (b, r) grid of a default search, evaluated all at once
 POLISH_SHAPES = 60  # Nelder-Mead steps after it, one shape at a time (wkdist.krr.hyper)
 FREE_SHAPES = 200  # at most, more for mixing = "free"
+# The factorization's rate per core as a share of one-thread DGEMM: its tasks read their tiles
+# from zarr and write the result durably. Measured by benchmarks/scale_rehearsal.py (solve,
+# n = 50,000, factor tiles of 1,024, 2 worker processes): 21.1 GFLOP/s per core against 45.0.
+TILED_DGEMM_SHARE = 0.47
 
 
 def _bytes(n: float) -> str:
@@ -124,17 +132,27 @@ def _sample(data, n: int = 32) -> list:
 
 
 def stage_costs(p: dict, *, n_train: int, n_test: int, nu_max: int, fit, rates,
-                cores: int, factor_tile: int) -> dict:
-    """Seconds, bytes and memory of every stage of a run (see the module docstring)."""
+                cores: int, factor_tile: int, processes: int | None = None) -> dict:
+    """Seconds, bytes and memory of every stage of a run (see the module docstring).
+    ``processes``: worker processes (default ``cores``); each runs one factorization task at a
+    time, on one BLAS thread."""
+    processes = cores if processes is None else processes
     from ..krr.folds import task_bytes
-    from ..krr.solve import default_tile_size
+    from ..krr.solve import default_tile_size, factor_flops
 
     depth = nu_max + 1
     out: dict = {}
     kernel_core_s = p["pair_cost"] / rates.pairs_per_core_s
     out["kernels_s"] = kernel_core_s / cores
     out["kernel_core_s"] = kernel_core_s
-    flops = rates.dgemm_gflops * 1e9
+    rate = TILED_DGEMM_SHARE * rates.dgemm_gflops * 1e9
+    tile = min(factor_tile, n_train) if factor_tile else default_tile_size(p["tile_size"],
+                                                                            n_train)
+
+    def factorization_s(rows: int) -> float:
+        work, chain = factor_flops(rows, tile)
+        return max(work / (rate * processes), chain / rate)
+
     m = min(n_train, fit.max_search)
     search_s, search_bytes, factor_s, factor_bytes = 0.0, 0, 0.0, 0
     for lam in p["lambdas"]:
@@ -148,14 +166,12 @@ def stage_costs(p: dict, *, n_train: int, n_test: int, nu_max: int, fit, rates,
         search_s += 0.0 if fit.coefficients is not None else waves * per_fold
         search_bytes = max(search_bytes, task_bytes(m * d))
         n = n_train * d
-        factor_s += n ** 3 / 3 / (flops * cores)
+        factor_s += factorization_s(n)
         if fit.scale_check:  # one factorization of the leading block per factor
-            kept = n * (1 - fit.validation_fraction)
+            kept = int(n_train * (1 - fit.validation_fraction)) * d
             out["scale_check_s"] = out.get("scale_check_s", 0.0) + len(
-                fit.scale_check) * kept ** 3 / 3 / (flops * cores)
+                fit.scale_check) * factorization_s(kept)
         factor_bytes += 8 * n * n // 2
-    tile = min(factor_tile, n_train) if factor_tile else default_tile_size(p["tile_size"],
-                                                                            n_train)
     # left-looking: factor tile (I, J) reads the 2 J tiles to its left, so the factorization
     # reads about nt^3 / 3 tiles in all
     nt_factor = -(-n_train // tile)
@@ -218,7 +234,8 @@ def plan_lines(config_path: str | Path, *, check: bool = True,
            + f"; DGEMM {rates.dgemm_gflops:.1f} GFLOP/s per core"
            + (" (cached)" if rates.cached else ""))
     c = stage_costs(p, n_train=n_train, n_test=n_test, nu_max=config.kernel.nu_max, fit=fit,
-                    rates=rates, cores=cores, factor_tile=0)
+                    rates=rates, cores=cores, factor_tile=0,
+                    processes=compute.adaptive_maximum or compute.workers)
     yield (f"cost: kernels {p['pairs']:,} structure pairs = {c['kernel_core_s'] / 3600:,.2f} "
            f"core-hours: about {_hours(c['kernels_s'])} on {cores} cores "
            f"({_workers(compute)} x threads_per_worker {compute.threads_per_worker})")
@@ -237,8 +254,11 @@ def plan_lines(config_path: str | Path, *, check: bool = True,
         yield (f"cost: scale check {len(fit.scale_check)} x a tiled Cholesky of "
                f"{1 - fit.validation_fraction:.0%} of the training rows: "
                f"{_hours(c['scale_check_s'])} of arithmetic at least")
-    yield (f"cost: tiled Cholesky {_hours(c['factor_s'])} of arithmetic at least (DGEMM rate on "
-           f"every core), factor tiles of {c['factor_tile']:,}; it reads about "
+    yield (f"cost: tiled Cholesky {_hours(c['factor_s'])} of arithmetic at least (the longer of "
+           "its flops over the worker processes, one single-threaded task each, and its longest "
+           f"chain of dependent tasks, at {TILED_DGEMM_SHARE:.0%} of the DGEMM rate per core), "
+           "factor tiles of "
+           f"{c['factor_tile']:,}; it reads about "
            f"{_bytes(c['factor_read_bytes'])} of factor tiles, writes the factor "
            f"({_bytes(c['factor_bytes'])}) and a look-ahead scratch of the same size")
     yield (f"cost: triangular solves and test predictions read {_bytes(c['solve_read_bytes'])} "

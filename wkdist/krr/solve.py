@@ -92,6 +92,7 @@ __all__ = [
     "predict",
     "verify_factors",
     "default_tile_size",
+    "factor_flops",
     "FACTOR_TILE",
     "mix_dense",
     "solve_dense",
@@ -528,6 +529,32 @@ def _factor_graph(spec: _Spec, done: set[tuple[int, int]], token: str
             priority[(fin_name, i, j)] = 2 if i == j else 1
     keys = [k for k in dsk if k[0] == fin_name]
     return dsk, keys, priority
+
+
+def factor_flops(n: int, tile: int) -> tuple[float, float]:
+    """(flops of the whole factorization, flops on its longest chain of dependent tasks) for
+    an n x n matrix in factor tiles of ``tile``, walking the graph ``cholesky_factor`` runs:
+    the first is spread over the cores, the second is what no number of cores shortens (each
+    ``pre`` task sums its updates in one task, in a fixed order). ``wkdist plan`` prices the
+    factorization by the larger of the two."""
+    spec = _Spec("", "", "", (1.0,), 1.0, int(tile), int(n), 0)
+    dsk, _, _ = _factor_graph(spec, set(), "plan")
+    size = [hi - lo for lo, hi in map(spec.bounds, range(spec.nt))]
+
+    def update(i: int, j: int, k: int) -> float:  # syrk on the diagonal, else gemm
+        return size[j] ** 2 * size[k] if i == j else 2.0 * size[i] * size[j] * size[k]
+
+    done: dict = {}
+    total = 0.0
+    for key, (function, _, i, j, *dependencies) in dsk.items():  # columns in order: topological
+        if function is _task_pre:
+            cost = sum(update(i, j, k) for k in range(j - 1))
+        else:
+            cost = (update(i, j, j - 1) if j >= 1 else 0.0) + (
+                size[j] ** 3 / 3 if i == j else float(size[i] * size[j] ** 2))
+        total += cost
+        done[key] = cost + max((done[d] for d in dependencies), default=0.0)
+    return total, max(done.values(), default=0.0)
 
 
 def _run(dsk: dict, keys: list, client: Any, priority: dict | None = None,
