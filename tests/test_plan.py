@@ -5,9 +5,17 @@ the workers, the factorization by its flops and its longest chain of dependent t
 from __future__ import annotations
 
 import pytest
+from store_helpers import ASE_SHAPE_WARNING
 
 from wkdist.app.config import FitConfig
-from wkdist.app.plan import GRID_SHAPES, POLISH_SHAPES, TILED_DGEMM_SHARE, stage_costs
+from wkdist.app.plan import (
+    GRID_SHAPES,
+    POLISH_SHAPES,
+    ROUND_TRIP_S,
+    SEARCH_READ_BYTES_S,
+    TILED_DGEMM_SHARE,
+    stage_costs,
+)
 from wkdist.app.rates import Rates
 from wkdist.krr.folds import task_bytes
 from wkdist.krr.solve import factor_flops
@@ -24,14 +32,20 @@ def _costs(cores: int, **fit) -> dict:
 
 
 def test_search_runs_on_the_workers_grid_in_parallel_then_one_shape_at_a_time():
-    per_fold = 0.2 * (5000 * 0.9 / 800) ** 3
-    # enough cores for every grid task at once: one wave for the grid, one per polish step
-    assert _costs(GRID_SHAPES * 10)["search_s"] == pytest.approx((1 + POLISH_SHAPES) * per_fold)
+    def fold(rows: int) -> float:  # eigendecomposition, read of the 5 channels, round trip
+        return 0.2 * (rows / 800) ** 3 + 8 * 5 * 5000 ** 2 / SEARCH_READ_BYTES_S + ROUND_TRIP_S
+
+    per_fold = fold(5000 * 0.9)
+    # enough cores for every grid task at once: one wave for the grid, one per polish step,
+    # and a profile round after each
+    assert _costs(GRID_SHAPES * 10)["search_s"] == pytest.approx(
+        (1 + POLISH_SHAPES) * (per_fold + ROUND_TRIP_S))
     # one core: every eigendecomposition in a row
-    assert _costs(1)["search_s"] == pytest.approx((GRID_SHAPES + POLISH_SHAPES) * 10 * per_fold)
+    assert _costs(1)["search_s"] == pytest.approx(
+        (GRID_SHAPES + POLISH_SHAPES) * (10 * per_fold + ROUND_TRIP_S))
     # holdout: one fold per shape
     assert _costs(1, mode="holdout")["search_s"] == pytest.approx(
-        (GRID_SHAPES + POLISH_SHAPES) * 0.2 * (5000 * 0.8 / 800) ** 3)
+        (GRID_SHAPES + POLISH_SHAPES) * (fold(5000 * 0.8) + ROUND_TRIP_S))
     assert _costs(640)["search_task_bytes"] == task_bytes(5000)
     assert _costs(640, coefficients=(1.0,) * 5)["search_s"] == 0.0
 
@@ -74,3 +88,32 @@ def test_scale_check_costs_one_factorization_of_the_kept_rows_per_factor():
     work, chain = factor_flops(99_000, 1024)
     assert checked["scale_check_s"] == pytest.approx(3 * max(work / 640 / rate, chain / rate))
     assert checked["factor_s"] == base["factor_s"]
+
+
+@ASE_SHAPE_WARNING
+def test_remeasure_replaces_the_cached_rates(tmp_path, monkeypatch):
+    """A rate measured on a loaded machine stays cached until `wkdist plan --remeasure`, which
+    measures again and caches the new figure."""
+    import json
+
+    from ase.build import molecule
+
+    from wkdist import KernelSettings
+    from wkdist.app.rates import cache_file, measure_rates
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    sample = [molecule(name) for name in ("CH4", "H2O", "NH3", "CH3OH")]
+    settings = KernelSettings(nu_max=2, lambda_max=2)
+    first = measure_rates(sample, settings, cap_s=0.5)
+    assert not first.cached and first.pairs_per_core_s > 0
+    entries = json.loads(cache_file().read_text())
+    (key,) = entries
+    entries[key]["pairs_per_core_s"] = 1e-3  # as if measured under a heavy load
+    cache_file().write_text(json.dumps(entries))
+    stale = measure_rates(sample, settings, cap_s=0.5)
+    assert stale.cached and stale.pairs_per_core_s == 1e-3
+    fresh = measure_rates(sample, settings, cap_s=0.5, refresh=True)
+    assert not fresh.cached and fresh.pairs_per_core_s > 1.0
+    assert json.loads(cache_file().read_text())[key]["pairs_per_core_s"] == (
+        fresh.pairs_per_core_s)
+    assert measure_rates(sample, settings, cap_s=0.5).pairs_per_core_s == fresh.pairs_per_core_s

@@ -31,6 +31,12 @@ FREE_SHAPES = 200  # at most, more for mixing = "free"
 # from zarr and write the result durably. Measured by benchmarks/scale_rehearsal.py (solve,
 # n = 50,000, factor tiles of 1,024, 2 worker processes): 21.1 GFLOP/s per core against 45.0.
 TILED_DGEMM_SHARE = 0.47
+# A search fold task reads its m x m block of every K^nu through read_kernels (decode, crc32c,
+# markers) before its eigendecomposition: 200-230 MB/s in one process here (leading blocks of
+# 500 to 4,000 rows of the 5,000-pool store, page cache warm). Each round of the search (a wave
+# of fold tasks, then the profile task of each shape) also costs a scheduler round trip.
+SEARCH_READ_BYTES_S = 200e6
+ROUND_TRIP_S = 0.05
 
 
 def _bytes(n: float) -> str:
@@ -158,12 +164,16 @@ def stage_costs(p: dict, *, n_train: int, n_test: int, nu_max: int, fit, rates,
     for lam in p["lambdas"]:
         d = 2 * lam + 1
         size = m * d * ((fit.folds - 1) / fit.folds if fit.mode == "kfold" else 0.8)
-        per_fold = rates.eigh_800_s * (size / 800) ** 3
+        per_fold = (rates.eigh_800_s * (size / 800) ** 3
+                    + 8 * depth * (m * d) ** 2 / SEARCH_READ_BYTES_S + ROUND_TRIP_S)
         folds = fit.folds if fit.mode == "kfold" else 1
-        # the grid's shapes x folds spread over the cores; then one shape at a time
-        waves = -(-GRID_SHAPES * folds // cores) + (
-            POLISH_SHAPES + (FREE_SHAPES if fit.mixing == "free" else 0)) * -(-folds // cores)
-        search_s += 0.0 if fit.coefficients is not None else waves * per_fold
+        # the grid's shapes x folds spread over the cores, then its profiles; then one shape
+        # at a time: its folds, then its profile
+        polish = POLISH_SHAPES + (FREE_SHAPES if fit.mixing == "free" else 0)
+        waves = -(-GRID_SHAPES * folds // cores) + polish * -(-folds // cores)
+        profiles = -(-GRID_SHAPES // cores) + polish
+        search_s += 0.0 if fit.coefficients is not None else (
+            waves * per_fold + profiles * ROUND_TRIP_S)
         search_bytes = max(search_bytes, task_bytes(m * d))
         n = n_train * d
         factor_s += factorization_s(n)
@@ -224,7 +234,7 @@ def plan_lines(config_path: str | Path, *, check: bool = True,
            f"{config.kernel.nu_max + 1} channels, one marker file per tile row) at "
            f"{config.store.path}")
     yield from _store_state(config)
-    rates = measure_rates(sample, config.kernel, use_cache=not remeasure)
+    rates = measure_rates(sample, config.kernel, refresh=remeasure)
     cores = _cores(compute)
     yield (f"machine: {rates.cpu}; the engine {rates.pairs_per_core_s:,.0f} structure pairs "
            f"per core-second at these settings on {rates.measured_pairs} pairs of this data"

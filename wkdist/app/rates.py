@@ -147,9 +147,12 @@ def _eigh_800_s() -> float:
 
 
 def measure_rates(sample: Sequence[Atoms], settings: KernelSettings, *,
-                  cap_s: float = CAP_S, use_cache: bool = True) -> Rates:
+                  cap_s: float = CAP_S, use_cache: bool = True,
+                  refresh: bool = False) -> Rates:
     """Measure (or read from the cache) this machine's rates for ``settings`` on ``sample``
-    (a few dozen of the job's own structures)."""
+    (a few dozen of the job's own structures). ``refresh``: measure again and replace the
+    cached rates (a figure measured on a loaded machine stays cached until then);
+    ``use_cache=False`` neither reads nor writes the cache."""
     import numba
     from threadpoolctl import threadpool_limits
 
@@ -157,7 +160,7 @@ def measure_rates(sample: Sequence[Atoms], settings: KernelSettings, *,
 
     cpu = cpu_model()
     key = _key(settings, sample, cpu)
-    if use_cache and (cached := _read_cache(key)) is not None:
+    if use_cache and not refresh and (cached := _read_cache(key)) is not None:
         return cached
     measured = settings
     if settings.lambda_max > _EXTRAPOLATE_ABOVE:
