@@ -306,7 +306,13 @@ def stage_predict(args: argparse.Namespace) -> dict:
                 coefficients=np.array([0.1, 1.0, 0.5, 0.2, 0.05]), regularization=1.0)
     save_model(path, parts=[part], train_frames=data.train_frames, settings=settings,
                target="U0", unit="eV", wkdist_version="rehearsal")
-    figures: dict = {"n_train": args.predict_train, "kernel_block": "stand-in"}
+    import dask
+
+    # Dask's statistical profiler keeps up to 1,000 one-second profiles per worker (tens of MB
+    # after ~17 min, whatever the task); DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False
+    # leaves it out of the comparison
+    figures: dict = {"n_train": args.predict_train, "kernel_block": "stand-in",
+                     "dask_profiler": bool(dask.config.get("distributed.worker.profile.enabled"))}
     for count in (100, args.predict_new):
         out = subprocess.run([sys.executable, "-c", code, str(path), str(count),
                               str(Path(__file__).parent)], capture_output=True, text=True,
