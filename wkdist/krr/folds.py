@@ -39,13 +39,16 @@ MU_ABOVE = 3.0     # decades above it
 # Share of a worker's memory limit that the search's tasks on it may take together.
 MEMORY_SHARE = 0.6
 _TASK_OVERHEAD = 64 << 20  # a tile row of K^nu being mixed, the interpreter's working set
+_BYTES_PER_ENTRY = 40  # per entry of the rows x rows block (task_bytes)
 
 
 def task_bytes(rows: int) -> int:
-    """Peak bytes of one fold task on ``rows`` matrix rows: the mixed block (rows^2), then the
-    fold's M_tt with the divide-and-conquer eigensolver's workspace (about 3 rows^2), measured
-    at 2.5-2.9 rows^2 doubles (benchmarks/search_memory.py)."""
-    return 24 * rows * rows + _TASK_OVERHEAD
+    """Peak bytes of one fold task on ``rows`` matrix rows: the mixed block (rows^2), the
+    fold's copy of M_tt, its eigenvectors and the divide-and-conquer eigensolver's workspace
+    (about 2 (0.9 rows)^2 doubles), M_vt and M_vt V: about 4.3 rows^2 doubles counted, 5 taken.
+    Measured on a worker process (benchmarks/scale_rehearsal.py, stage search): peaks of 282 MB
+    at 2,000 rows and 1.21 GB at 5,000, about 150 MB of them the process itself."""
+    return _BYTES_PER_ENTRY * rows * rows + _TASK_OVERHEAD
 
 
 def errors(residuals: Sequence[np.ndarray], block: int = 1) -> tuple[float, float]:
@@ -253,7 +256,7 @@ def rows_that_fit(client: Any, rows_wanted: int, block: int) -> int:
     if not limits:
         return rows_wanted
     budget = MEMORY_SHARE * min(limits) - _TASK_OVERHEAD
-    rows = math.isqrt(int(max(budget, 0) // 24)) // block * block
+    rows = math.isqrt(int(max(budget, 0) // _BYTES_PER_ENTRY)) // block * block
     return max(block, min(rows_wanted, rows))
 
 
