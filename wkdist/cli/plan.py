@@ -16,8 +16,8 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SLURM: do not ask the controller about the worker job "
                              "(sbatch --test-only)")
     parser.add_argument("--remeasure", action="store_true",
-                        help="measure this machine's rates again instead of using the cached "
-                             "ones")
+                        help="measure this machine's rates again and cache them in place of "
+                             "the cached ones (measure on an idle machine)")
 
 
 @command("plan", "what a run would compute, store and cost; SLURM: the worker job script "
