@@ -11,8 +11,7 @@ The projections assume what the README's measurements showed: tile tasks scale w
 (Dask, zarr and fsync add no measurable time to a tile); the factorization's tasks run at
 TILED_DGEMM_SHARE of the measured one-thread DGEMM rate, one per worker process, and it takes
 the longer of its flops spread over the worker processes and its longest chain of dependent
-tasks
-(``wkdist.krr.solve.factor_flops``, which walks the graph the run builds); the search's
+tasks (``wkdist.krr.solve.factor_flops``, which walks the graph the run builds); the search's
 eigendecompositions run on the workers, one per core at a time, at the measured one-thread
 rate.
 """
@@ -142,10 +141,10 @@ def stage_costs(p: dict, *, n_train: int, n_test: int, nu_max: int, fit, rates,
     """Seconds, bytes and memory of every stage of a run (see the module docstring).
     ``processes``: worker processes (default ``cores``); each runs one factorization task at a
     time, on one BLAS thread."""
-    processes = cores if processes is None else processes
     from ..krr.folds import task_bytes
     from ..krr.solve import default_tile_size, factor_flops
 
+    processes = cores if processes is None else processes
     depth = nu_max + 1
     out: dict = {}
     kernel_core_s = p["pair_cost"] / rates.pairs_per_core_s
@@ -267,8 +266,7 @@ def plan_lines(config_path: str | Path, *, check: bool = True,
     yield (f"cost: tiled Cholesky {_hours(c['factor_s'])} of arithmetic at least (the longer of "
            "its flops over the worker processes, one single-threaded task each, and its longest "
            f"chain of dependent tasks, at {TILED_DGEMM_SHARE:.0%} of the DGEMM rate per core), "
-           "factor tiles of "
-           f"{c['factor_tile']:,}; it reads about "
+           f"factor tiles of {c['factor_tile']:,}; it reads about "
            f"{_bytes(c['factor_read_bytes'])} of factor tiles, writes the factor "
            f"({_bytes(c['factor_bytes'])}) and a look-ahead scratch of the same size")
     yield (f"cost: triangular solves and test predictions read {_bytes(c['solve_read_bytes'])} "
