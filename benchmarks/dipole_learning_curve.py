@@ -62,18 +62,27 @@ def fit_point(k_train: np.ndarray, k_test: np.ndarray, y: np.ndarray, *, search_
     return prediction.reshape(-1, 3), {"a": result.a, "b": result.b, "cv": result.cv_mae}
 
 
-def plot(path: Path, curves: dict[str, list[dict]], unit: str) -> None:
+def plot(path: Path, curves: dict[str, list[dict]], unit: str, *, normalization: str,
+         earlier: dict | None = None) -> None:
+    """Mean and spread per point; ``earlier`` (a JSON of another run) dashed, in the same colour."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    colours = {}
     for label, points in curves.items():
         n = [p["n_train"] for p in points]
         mean = [p["mae_mean"] for p in points]
         spread = [p["mae_std"] for p in points]
-        ax.errorbar(n, mean, yerr=spread, marker="o", capsize=3, label=label)
+        line = ax.errorbar(n, mean, yerr=spread, marker="o", capsize=3,
+                           label=f"{label}, {normalization}")
+        colours[label] = line[0].get_color()
+    for label, points in (earlier or {}).get("curves", {}).items():
+        ax.plot([p["n_train"] for p in points], [p["mae_mean"] for p in points], ls="--",
+                marker="x", color=colours.get(label), alpha=0.7,
+                label=f"{label}, {earlier.get('normalization', '?')}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("n_train (QM9 molecules)")
@@ -98,7 +107,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="JSON of an earlier run (this script's --json) to draw dashed")
     args = parser.parse_args()
+    earlier = json.loads(args.compare.read_text()) if args.compare else None
 
     config, dataset = ensure_kernels(args.config)
     start = time.perf_counter()
@@ -153,10 +165,12 @@ def main() -> None:
                   f"{p['mae_std']:>8.4f}{p['mae_magnitude_mean']:>10.4f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"config": str(args.config), "unit": dataset.unit,
-                                         "n_test": dataset.n_test, "curves": curves}, indent=2))
+        args.json.write_text(json.dumps({
+            "config": str(args.config), "normalization": config.kernel.normalization,
+            "unit": dataset.unit, "n_test": dataset.n_test, "curves": curves}, indent=2))
     if args.plot:
-        plot(args.plot, curves, dataset.unit or "")
+        plot(args.plot, curves, dataset.unit or "", normalization=config.kernel.normalization,
+             earlier=earlier)
         print(f"plot: {args.plot}")
 
 
