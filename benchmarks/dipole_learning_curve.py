@@ -14,7 +14,11 @@ on at most ``--search-size`` of the training molecules (``wkdist.krr.hyper.fit_m
 weights are solved on all of them. n_train equal to the whole training set has one split.
 
     python benchmarks/dipole_learning_curve.py --n-train 100 250 500 1000 2000 --splits 5 \\
-        --json runs/dipole_curve.json --plot benchmarks/figures/dipole_learning_curve.png
+        --json runs/dipole_curve.json --plot benchmarks/figures/dipole_learning_curve.png \\
+        --compare benchmarks/figures/dipole_learning_curve_paper.json
+
+The JSON records the kernel normalization; ``--compare`` draws an earlier run's JSON (e.g. the
+"paper" normalization's) dashed beside this one.
 """
 
 from __future__ import annotations
